@@ -1,0 +1,80 @@
+"""Plan types: what the planner decides and the orchestrator applies, in order.
+
+A plan lists DPS steps first, then hub steps. Each step names what it changes, where, and why.
+Step kinds are the past-tense outcomes the journal records.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class StepKind(StrEnum):
+    ENROLLMENT_DISABLED = "EnrollmentDisabled"
+    ENROLLMENT_DELETED = "EnrollmentDeleted"
+    BLOCKING_ENROLLMENT_CREATED = "BlockingEnrollmentCreated"
+    GROUP_DISABLED = "GroupDisabled"
+    GROUP_DELETED = "GroupDeleted"
+    HUB_IDENTITY_DISABLED = "HubIdentityDisabled"
+    HUB_IDENTITY_DELETED = "HubIdentityDeleted"
+    ENROLLMENT_REENABLED = "EnrollmentReenabled"
+    BLOCKING_ENROLLMENT_REMOVED = "BlockingEnrollmentRemoved"
+    HUB_IDENTITY_REENABLED = "HubIdentityReenabled"
+    # Group scope: every device registered through the group, in its own hub (fan-out work).
+    GROUP_DEVICES_DISABLED = "GroupDevicesDisabled"
+    GROUP_DEVICES_DELETED = "GroupDevicesDeleted"
+
+
+class Service(StrEnum):
+    DPS = "dps"
+    HUB = "hub"
+
+
+DPS_STEPS = frozenset(
+    {
+        StepKind.ENROLLMENT_DISABLED,
+        StepKind.ENROLLMENT_DELETED,
+        StepKind.BLOCKING_ENROLLMENT_CREATED,
+        StepKind.GROUP_DISABLED,
+        StepKind.GROUP_DELETED,
+        StepKind.ENROLLMENT_REENABLED,
+        StepKind.BLOCKING_ENROLLMENT_REMOVED,
+    }
+)
+
+
+class StepOutcome(StrEnum):
+    DONE = "done"
+    ALREADY_DONE = "already_done"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Step:
+    kind: StepKind
+    target: str  # registration ID, enrollment group ID or hub device ID
+    reason: str
+    hub: str | None = None  # hub host name, for hub steps
+    # Extra inputs, e.g. {"certificate": PEM} for a blocking enrollment, {"statusReason": "..."} for hub steps.
+    params: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def service(self) -> Service:
+        return Service.DPS if self.kind in DPS_STEPS else Service.HUB
+
+
+@dataclass(frozen=True)
+class Plan:
+    event_id: str
+    event_type: str
+    target: str  # the registration ID or enrollment group ID the event names
+    steps: tuple[Step, ...] = ()
+    warnings: tuple[str, ...] = ()
+    refusal: str | None = None  # set when the planner refuses to act; then steps is empty
+
+    @property
+    def refused(self) -> bool:
+        return self.refusal is not None

@@ -1,0 +1,164 @@
+"""Ports: what the service layer needs from the outside world, in the domain's words.
+
+Adapters in ``shared.adapters`` implement these over the Azure SDKs; tests use hand-written fakes that
+implement the same protocols. Mutations are idempotent and report whether they changed anything.
+Errors are those of ``shared.errors``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from shared.model import (
+    EnrollmentGroup,
+    HubDevice,
+    IndividualEnrollment,
+    ProvisioningStatus,
+    RegistrationState,
+)
+from shared.plan import StepOutcome
+
+
+@dataclass(frozen=True)
+class Change:
+    """The effect of one mutation: ``before``/``after`` are short state descriptions for the journal."""
+
+    outcome: StepOutcome
+    before: str | None = None
+    after: str | None = None
+
+
+@dataclass(frozen=True)
+class BulkResult:
+    """The effect of one bulk registry call: device IDs changed, already in the wanted state, or failed."""
+
+    changed: tuple[str, ...] = ()
+    unchanged: tuple[str, ...] = ()
+    failed: Mapping[str, str] = field(default_factory=dict)  # device ID -> error code
+
+
+class ProvisioningService(Protocol):
+    """The Device Provisioning Service, seen from its service API."""
+
+    def get_registration(self, registration_id: str) -> RegistrationState | None: ...
+
+    def get_enrollment(self, registration_id: str) -> IndividualEnrollment | None: ...
+
+    def get_group(self, group_id: str) -> EnrollmentGroup | None: ...
+
+    def iter_groups(self) -> Iterator[EnrollmentGroup]: ...
+
+    def iter_enrollments(self, page_size: int = 100) -> Iterator[IndividualEnrollment]: ...
+
+    def iter_group_registrations(self, group_id: str, page_size: int = 100) -> Iterator[RegistrationState]:
+        """Stream the registration records of a group, page by page."""
+        ...
+
+    def set_enrollment_status(self, registration_id: str, status: ProvisioningStatus) -> Change: ...
+
+    def delete_enrollment(self, registration_id: str) -> Change: ...
+
+    def create_blocking_enrollment(
+        self, registration_id: str, *, certificate_pem: str | None, marker: str
+    ) -> Change:
+        """Create a disabled individual enrollment that shadows any group for this registration ID."""
+        ...
+
+    def set_group_status(self, group_id: str, status: ProvisioningStatus) -> Change: ...
+
+    def delete_group(self, group_id: str) -> Change: ...
+
+
+class DeviceRegistry(Protocol):
+    """The identity registry of one IoT hub."""
+
+    @property
+    def hub(self) -> str: ...
+
+    def get(self, device_id: str) -> HubDevice | None: ...
+
+    def disable(self, device_id: str, reason: str | None = None) -> Change: ...
+
+    def enable(self, device_id: str) -> Change: ...
+
+    def delete(self, device_id: str) -> Change: ...
+
+    def bulk_disable(self, device_ids: Sequence[str], reason: str | None = None) -> BulkResult:
+        """At most 100 devices a call (the service's limit)."""
+        ...
+
+    def bulk_delete(self, device_ids: Sequence[str]) -> BulkResult: ...
+
+    def iter_devices(self, page_size: int = 100) -> Iterator[HubDevice]: ...
+
+
+class DeviceRegistries(Protocol):
+    """Finds the registry of a hub by host name; raises ``HubNotConfigured`` for an unknown hub."""
+
+    def for_hub(self, hub: str) -> DeviceRegistry: ...
+
+    def hubs(self) -> Iterable[str]: ...
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    index: int
+    kind: str
+    target: str
+    outcome: str  # StepOutcome value
+    hub: str | None = None
+    before: str | None = None
+    after: str | None = None
+    error: str | None = None
+    at: str | None = None  # RFC 3339, set by the journal
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    event_id: str
+    event_type: str
+    target: str
+    source: str
+    # received | in_progress | completed | failed | refused | rejected
+    status: str
+    correlation_id: str
+    plan: Mapping[str, Any] | None = None
+    steps: tuple[StepRecord, ...] = ()
+    error: str | None = None
+    created_at: str | None = None
+    updated_at: str | None = None
+
+
+class Journal(Protocol):
+    """Append-only record of every event and step; makes redelivery harmless and lets `found` undo `lost`."""
+
+    def begin(
+        self, event_id: str, *, event_type: str, target: str, source: str, correlation_id: str,
+        plan: Mapping[str, Any],
+    ) -> EventRecord:
+        """Record the event and its plan; if the event is known already, return the stored record unchanged."""
+        ...
+
+    def get(self, event_id: str) -> EventRecord | None: ...
+
+    def record_step(self, event_id: str, step: StepRecord) -> None: ...
+
+    def finish(self, event_id: str, status: str, error: str | None = None) -> None: ...
+
+    def record_rejection(self, body: str, errors: Sequence[Mapping[str, str]], event_id: str | None) -> str:
+        """Keep a message that failed validation with its field errors; returns the rejection's id."""
+        ...
+
+    def history(self, target: str) -> Iterator[EventRecord]:
+        """Completed events on a registration or group ID (case-insensitive), newest first."""
+        ...
+
+    def iter_events(self, status: str | None = None) -> Iterator[EventRecord]: ...
+
+
+class Notifier(Protocol):
+    """Tells the reporting system how an event ended."""
+
+    def publish(self, outcome: Mapping[str, Any]) -> None: ...
