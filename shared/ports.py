@@ -162,3 +162,86 @@ class Notifier(Protocol):
     """Tells the reporting system how an event ended."""
 
     def publish(self, outcome: Mapping[str, Any]) -> None: ...
+
+
+class WorkQueue(Protocol):
+    """Where group fan-out work goes in scale-out mode: one message per batch of ≤100 devices of one hub.
+
+    Message shape: ``{"eventId", "groupId", "hub", "action", "deviceIds": [...], "batch": n}``; a queue-triggered
+    function consumes each with ``unprovision.groupwork.apply_batch``. Delivery is at least once.
+    """
+
+    def send(self, message: Mapping[str, Any]) -> None: ...
+
+
+class RateLimiter(Protocol):
+    """A token bucket per hub, shared by every caller that spends that hub's identity-registry budget.
+
+    ``acquire`` reserves ``ops`` tokens at once and returns the seconds the caller must wait before making the
+    call (0.0 when the budget allows it now). Reservations may run the bucket into debt, so later callers wait
+    longer: that keeps the contract a single atomic read-modify-write, which a store with optimistic
+    concurrency (e.g. a Table entity with an ETag) can implement across Function instances.
+    """
+
+    def acquire(self, hub: str, ops: int) -> float: ...
+
+
+# --- audit (appended by the audit engineer) ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PoisonMessage:
+    """A message the host gave up on; ``body`` is shortened by the adapter (an event, never a secret)."""
+
+    message_id: str
+    dequeue_count: int
+    inserted_at: str | None = None  # RFC 3339
+    body: str = ""
+
+
+class PoisonQueue(Protocol):
+    """The lifecycle queue's poison queue, read-only: the audit counts and samples what is waiting there."""
+
+    @property
+    def name(self) -> str: ...
+
+    def count(self) -> int:
+        """Approximate number of messages waiting (the service's own count)."""
+        ...
+
+    def peek(self, n: int = 5) -> Sequence[PoisonMessage]:
+        """Up to ``n`` (at most 32) messages, without hiding or dequeuing them."""
+        ...
+
+
+@dataclass(frozen=True)
+class SuppressionRecord:
+    """An operator's "known, leave it": ``check`` + ``resource`` until ``until`` (RFC 3339), with a reason."""
+
+    check: str
+    resource: str
+    until: str
+    reason: str
+    created_at: str | None = None
+
+
+class AuditReportStore(Protocol):
+    """History of audit reports, each a JSON document (``shared.audit.AuditReport.to_json``)."""
+
+    def save(self, report: Mapping[str, Any]) -> None: ...
+
+    def get(self, report_id: str) -> Mapping[str, Any] | None: ...
+
+    def iter_reports(self, limit: int | None = None) -> Iterator[Mapping[str, Any]]:
+        """Newest first."""
+        ...
+
+
+class SuppressionStore(Protocol):
+    """Suppressions keyed by (check, resource); the resource compares case-insensitively."""
+
+    def put(self, suppression: SuppressionRecord) -> None: ...
+
+    def delete(self, check: str, resource: str) -> bool: ...
+
+    def iter_all(self) -> Iterator[SuppressionRecord]: ...

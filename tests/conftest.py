@@ -4,4 +4,7 @@ Each support module owns its fixtures (Azurite, the emulator); they start servic
 once per session, and stop them at the end.
 """
 
-pytest_plugins: list[str] = []
+pytest_plugins: list[str] = [
+    "tests.support.azurite_fixtures",
+    "emulator.testing",
+]

@@ -1,0 +1,223 @@
+"""``ProvisioningService`` over azure-iothub-provisioningserviceclient 1.2.0 (only this module imports it).
+
+Every SDK call goes through ``_call``: SDK errors become ``shared.errors`` (``sdk_errors.guarded``) and
+transient ones are retried by a bounded ``Retrier`` — needed because the SDK never retries POSTs (queries,
+attestation reads) nor a 429 without Retry-After (reference §7). Status changes are ETag-safe
+read-modify-writes: the enrollment is read whole, its status changed, and written back with its ETag
+(the SDK echoes the body's etag as If-Match, §3.4); a 412 means someone else wrote in between, so the
+adapter re-reads and tries again, a bounded number of times.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+from provisioningserviceclient import ProvisioningServiceClient, QuerySpecification
+
+from shared.adapters import dps_models as m
+from shared.adapters.retry import Retrier
+from shared.adapters.sdk_errors import guarded
+from shared.errors import Conflict, NotFound, PreconditionFailed
+from shared.model import (
+    EnrollmentGroup,
+    IndividualEnrollment,
+    ProvisioningStatus,
+    RegistrationState,
+)
+from shared.plan import StepOutcome
+from shared.ports import Change
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+#: How many times a read-modify-write re-reads after a 412 before giving up (raising PreconditionFailed).
+ETAG_ATTEMPTS = 5
+_QUERY_ALL = "*"  # the service grammar is undocumented (§3.5); "*" is what the SDK's own tests send
+
+
+class DpsProvisioningService:
+    """The Device Provisioning Service through its service API (connection string with a policy key)."""
+
+    def __init__(
+        self,
+        client: ProvisioningServiceClient,
+        *,
+        retrier: Retrier | None = None,
+        ca_bundle: str | None = None,
+    ) -> None:
+        self._client = client
+        self._retrier = retrier or Retrier()
+        if ca_bundle:
+            # Per client, never via the process environment (reference §6).
+            client._runtime_client.config.connection.verify = ca_bundle
+
+    @classmethod
+    def from_connection_string(
+        cls, connection_string: str, *, retrier: Retrier | None = None, ca_bundle: str | None = None
+    ) -> DpsProvisioningService:
+        """``HostName=…;SharedAccessKeyName=…;SharedAccessKey=…`` exactly (the SDK rejects a trailing ';')."""
+        try:
+            client = ProvisioningServiceClient.create_from_connection_string(
+                connection_string.strip().rstrip(";")
+            )
+        except (ValueError, UnboundLocalError) as error:  # the message never echoes the string itself
+            raise ValueError("malformed DPS connection string") from error
+        return cls(client, retrier=retrier, ca_bundle=ca_bundle)
+
+    @property
+    def host_name(self) -> str:
+        return str(self._client.host_name)
+
+    def _call(self, what: str, fn: Callable[[], T]) -> T:
+        return self._retrier.call(lambda: guarded(fn, what), name=what)
+
+    # ---- reads --------------------------------------------------------------------------------------
+
+    def get_registration(self, registration_id: str) -> RegistrationState | None:
+        try:
+            raw = self._call(
+                "dps get registration", lambda: self._client.get_registration_state(registration_id)
+            )
+        except NotFound:
+            return None
+        return m.registration(raw)
+
+    def _get_raw_enrollment(self, registration_id: str) -> Any | None:
+        try:
+            return self._call(
+                "dps get enrollment", lambda: self._client.get_individual_enrollment(registration_id)
+            )
+        except NotFound:
+            return None
+
+    def _get_raw_group(self, group_id: str) -> Any | None:
+        try:
+            return self._call("dps get group", lambda: self._client.get_enrollment_group(group_id))
+        except NotFound:
+            return None
+
+    def get_enrollment(self, registration_id: str) -> IndividualEnrollment | None:
+        raw = self._get_raw_enrollment(registration_id)
+        return m.enrollment(raw) if raw is not None else None
+
+    def get_group(self, group_id: str) -> EnrollmentGroup | None:
+        raw = self._get_raw_group(group_id)
+        return m.group(raw) if raw is not None else None
+
+    def _query_pages(self, query: Any, what: str) -> Iterator[Any]:
+        """Page through an SDK ``Query``; each page is one POST, retried on its own (the SDK retries none)."""
+        while query.has_next:
+            try:
+                page = self._call(what, query.next)
+            except StopIteration:  # the SDK's end marker: an empty page
+                return
+            yield from page
+
+    def iter_groups(self) -> Iterator[EnrollmentGroup]:
+        query = self._client.create_enrollment_group_query(QuerySpecification(_QUERY_ALL), page_size=100)
+        for raw in self._query_pages(query, "dps query groups"):
+            yield m.group(raw)
+
+    def iter_enrollments(self, page_size: int = 100) -> Iterator[IndividualEnrollment]:
+        query = self._client.create_individual_enrollment_query(
+            QuerySpecification(_QUERY_ALL), page_size=page_size
+        )
+        for raw in self._query_pages(query, "dps query enrollments"):
+            yield m.enrollment(raw)
+
+    def iter_group_registrations(self, group_id: str, page_size: int = 100) -> Iterator[RegistrationState]:
+        """Stream a group's registration records page by page.
+
+        Uses the generated client directly because the SDK's ``create_registration_state_query`` is broken
+        in 1.2.0 (reference §3.7): ``POST /registrations/{groupId}/query`` with paging headers.
+        """
+        runtime = self._client._runtime_client
+        token: str | None = None
+        while True:
+            headers = {"x-ms-max-item-count": str(page_size)}
+            if token:
+                headers["x-ms-continuation"] = token
+
+            def fetch(h: dict[str, str] = headers) -> Any:
+                return runtime.query_device_registration_states(group_id, custom_headers=h, raw=True)
+
+            raw = self._call("dps query group registrations", fetch)
+            items = raw.output or []
+            for item in items:
+                yield m.registration(item, group_id=group_id)
+            token = raw.response.headers.get("x-ms-continuation")
+            if not token or not items:
+                return
+
+    # ---- enrollment and group mutations -------------------------------------------------------------
+
+    def _set_status(
+        self, what: str, read: Callable[[], Any | None], status: ProvisioningStatus
+    ) -> Change:
+        """Read-modify-write of ``provisioning_status`` with the read ETag; on 412 re-read, bounded."""
+        for attempt in range(1, ETAG_ATTEMPTS + 1):
+            model = read()
+            if model is None:
+                raise NotFound(f"{what}: not found")
+            before = str(model.provisioning_status or "enabled")
+            if before == status.value:
+                return Change(StepOutcome.ALREADY_DONE, before=before, after=before)
+            model.provisioning_status = status.value
+            try:
+                self._call(what, lambda model=model: self._client.create_or_update(model))
+            except PreconditionFailed:
+                log.info("%s: ETag changed underneath (attempt %d), re-reading", what, attempt)
+                continue
+            return Change(StepOutcome.DONE, before=before, after=status.value)
+        raise PreconditionFailed(f"{what}: ETag kept changing after {ETAG_ATTEMPTS} attempts")
+
+    def set_enrollment_status(self, registration_id: str, status: ProvisioningStatus) -> Change:
+        return self._set_status(
+            "dps set enrollment status", lambda: self._get_raw_enrollment(registration_id), status
+        )
+
+    def set_group_status(self, group_id: str, status: ProvisioningStatus) -> Change:
+        return self._set_status("dps set group status", lambda: self._get_raw_group(group_id), status)
+
+    def _delete(self, what: str, fn: Callable[[], None]) -> Change:
+        """Unconditional delete; 404 counts as already done (a redelivered event must not fail)."""
+        try:
+            self._call(what, fn)
+        except NotFound:
+            return Change(StepOutcome.ALREADY_DONE, before="absent", after="absent")
+        return Change(StepOutcome.DONE, before="present", after="absent")
+
+    def delete_enrollment(self, registration_id: str) -> Change:
+        return self._delete(
+            "dps delete enrollment",
+            lambda: self._client.delete_individual_enrollment_by_param(registration_id),
+        )
+
+    def delete_group(self, group_id: str) -> Change:
+        return self._delete(
+            "dps delete group", lambda: self._client.delete_enrollment_group_by_param(group_id)
+        )
+
+    def create_blocking_enrollment(
+        self, registration_id: str, *, certificate_pem: str | None, marker: str
+    ) -> Change:
+        """Create a disabled individual enrollment that shadows any group for this registration ID.
+
+        Existing enrollment with this ID: ours (marked) and disabled → ALREADY_DONE; ours but enabled
+        (someone re-enabled it) → disabled again → DONE; the device's own (unmarked) → ``Conflict``, the
+        planner should have chosen to disable it. Deliberate limit: a PUT without If-Match is a create or
+        a wholesale replace (§3.4) and DPS offers no create-only PUT, so an enrollment created by someone
+        else between our read and our write would be replaced; the window is one round trip.
+        """
+        what = "dps create blocking enrollment"
+        existing = self._get_raw_enrollment(registration_id)
+        if existing is not None:
+            current = m.enrollment(existing)
+            if not current.is_blocking:
+                raise Conflict(f"{what}: the device's own enrollment exists; disable it instead")
+            return self.set_enrollment_status(registration_id, ProvisioningStatus.DISABLED)
+        model = m.blocking_enrollment(registration_id, certificate_pem=certificate_pem, marker=marker)
+        self._call(what, lambda: self._client.create_or_update(model))
+        return Change(StepOutcome.DONE, before="absent", after="disabled (blocking)")

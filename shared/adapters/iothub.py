@@ -1,0 +1,337 @@
+"""``DeviceRegistry`` / ``DeviceRegistries`` over azure-iot-hub 2.7.0 (the only importer with dps.py).
+
+Single-device changes are read-modify-writes of the whole ``Device``: read it, change ``status`` and
+``statusReason``, write it back with ``If-Match: "<etag>"`` through the protocol client. The SDK's
+``update_device_with_*`` helpers are avoided on purpose: they rebuild the device from their arguments
+and would drop keys, thumbprints, ``iotEdge`` and scopes (reference §10.1). A 412 means a concurrent
+writer: re-read and retry, bounded.
+
+Bulk changes (≤100 devices a call, the service limit) use ``POST /devices``
+(``bulk_create_or_update_devices``); ``HubDeviceRegistry.bulk_disable`` documents the round trips.
+Not pinned by a source (reference §11.7): whether the service commits the successful items of a bulk
+call that answers 400; this adapter assumes it does and reports only the listed devices as failed.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar
+
+from azure.iot.hub import IoTHubRegistryManager
+from azure.iot.hub.models import AuthenticationMechanism, ExportImportDevice, QuerySpecification
+
+from shared.adapters.retry import Retrier
+from shared.adapters.sdk_errors import guarded
+from shared.errors import HubNotConfigured, NotFound, Permanent, PreconditionFailed
+from shared.model import HubDevice, HubDeviceStatus
+from shared.plan import StepOutcome
+from shared.ports import BulkResult, Change
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+ETAG_ATTEMPTS = 5
+STATUS_REASON_MAX = 128  # the registry's limit (reference §2)
+BULK_LIMIT = 100  # devices per bulk registry call (reference §4.4)
+# Device IDs safe to quote inside a registry query: the documented character set minus the quote (§2).
+_QUERYABLE_ID = re.compile(r"^[A-Za-z0-9\-.%_*?!(),:=@$]{1,128}$")
+
+
+def checked_ids(device_ids: Sequence[str]) -> list[str]:
+    """Distinct IDs in order; more than ``BULK_LIMIT`` is a caller error (the service answers 413)."""
+    unique = list(dict.fromkeys(device_ids))
+    if len(unique) > BULK_LIMIT:
+        raise ValueError(f"at most {BULK_LIMIT} devices per bulk call, got {len(unique)}")
+    return unique
+
+
+def _quoted(etag: str | None) -> str:
+    """If-Match value for an identity etag (bodies carry it unquoted; the header wants quotes, §4.3)."""
+    if not etag:
+        return '"*"'
+    return etag if etag.startswith('"') and etag.endswith('"') and len(etag) > 1 else f'"{etag}"'
+
+
+def to_hub_device(hub: str, model: Any) -> HubDevice:
+    """SDK ``Device`` or ``Twin`` → ``HubDevice`` (a twin's ``deviceEtag`` is the identity's etag)."""
+    etag = getattr(model, "device_etag", None) if hasattr(model, "device_etag") else model.etag
+    return HubDevice(
+        hub=hub,
+        device_id=model.device_id,
+        status=HubDeviceStatus(model.status or "enabled"),
+        etag=etag,
+        status_reason=model.status_reason,
+    )
+
+
+class HubDeviceRegistry:
+    """The identity registry of one IoT hub, named by its host name."""
+
+    def __init__(
+        self,
+        hub: str,
+        manager: IoTHubRegistryManager,
+        *,
+        retrier: Retrier | None = None,
+        ca_bundle: str | None = None,
+    ) -> None:
+        self._hub = hub
+        self._rm = manager
+        self._retrier = retrier or Retrier()
+        if ca_bundle:
+            manager.protocol.config.connection.verify = ca_bundle  # per client, no env mutation (§6)
+
+    @classmethod
+    def from_connection_string(
+        cls, connection_string: str, *, hub: str | None = None, retrier: Retrier | None = None,
+        ca_bundle: str | None = None,
+    ) -> HubDeviceRegistry:
+        host = host_name_of(connection_string)
+        try:
+            manager = IoTHubRegistryManager.from_connection_string(connection_string.strip().rstrip(";"))
+        except (ValueError, KeyError) as error:  # never echo the string: it holds the key
+            raise ValueError("malformed IoT Hub connection string") from error
+        return cls(hub or host, manager, retrier=retrier, ca_bundle=ca_bundle)
+
+    @classmethod
+    def from_token_credential(
+        cls, hub: str, credential: Any, *, retrier: Retrier | None = None, ca_bundle: str | None = None
+    ) -> HubDeviceRegistry:
+        """Identity-based access (e.g. ``DefaultAzureCredential``): a bearer token per request."""
+        manager = IoTHubRegistryManager.from_token_credential(hub, credential)
+        return cls(hub, manager, retrier=retrier, ca_bundle=ca_bundle)
+
+    @property
+    def hub(self) -> str:
+        return self._hub
+
+    @property
+    def protocol(self) -> Any:
+        """The SDK's generated client (for the bulk helper and for tests that wrap its methods)."""
+        return self._rm.protocol
+
+    def call(self, what: str, fn: Callable[[], T]) -> T:
+        """Run one SDK call: errors translated, transient ones retried (bounded)."""
+        return self._retrier.call(lambda: guarded(fn, f"{what} ({self._hub})"), name=what)
+
+    # ---- single device ------------------------------------------------------------------------------
+
+    def get_raw(self, device_id: str) -> Any | None:
+        try:
+            return self.call("hub get device", lambda: self._rm.get_device(device_id))
+        except NotFound:
+            return None
+
+    def get(self, device_id: str) -> HubDevice | None:
+        raw = self.get_raw(device_id)
+        return to_hub_device(self._hub, raw) if raw is not None else None
+
+    def _set_status(self, device_id: str, status: HubDeviceStatus, reason: str | None) -> Change:
+        what = f"hub set device status {status.value}"
+        for attempt in range(1, ETAG_ATTEMPTS + 1):
+            device = self.get_raw(device_id)
+            if device is None:
+                raise NotFound(f"{what} ({self._hub}): device not found")
+            before = str(device.status or "enabled")
+            if before == status.value:
+                return Change(StepOutcome.ALREADY_DONE, before=before, after=before)
+            device.status = status.value
+            device.status_reason = reason[:STATUS_REASON_MAX] if reason else None
+            etag = _quoted(device.etag)
+            try:
+                self.call(what, lambda d=device, e=etag: self.protocol.devices.create_or_update_identity(
+                    device_id, d, e))
+            except PreconditionFailed:
+                log.info("%s: ETag changed underneath (attempt %d), re-reading", what, attempt)
+                continue
+            return Change(StepOutcome.DONE, before=before, after=status.value)
+        raise PreconditionFailed(f"{what} ({self._hub}): ETag kept changing after {ETAG_ATTEMPTS} attempts")
+
+    def disable(self, device_id: str, reason: str | None = None) -> Change:
+        """Disable; already disabled → ALREADY_DONE (reason left as it was); missing → ``NotFound``."""
+        return self._set_status(device_id, HubDeviceStatus.DISABLED, reason)
+
+    def enable(self, device_id: str) -> Change:
+        """Enable and clear the status reason; already enabled → ALREADY_DONE; missing → ``NotFound``."""
+        return self._set_status(device_id, HubDeviceStatus.ENABLED, None)
+
+    def delete(self, device_id: str) -> Change:
+        """Unconditional delete (``If-Match: "*"``); 404 counts as already done."""
+        try:
+            self.call("hub delete device", lambda: self._rm.delete_device(device_id))
+        except NotFound:
+            return Change(StepOutcome.ALREADY_DONE, before="absent", after="absent")
+        return Change(StepOutcome.DONE, before="present", after="absent")
+
+    # ---- bulk and listing ---------------------------------------------------------------------------
+
+    def bulk_disable(self, device_ids: Sequence[str], reason: str | None = None) -> BulkResult:
+        """Disable up to 100 devices. Round trips per call, first round: one registry query page
+        (``SELECT * FROM devices WHERE deviceId IN [...]``) to learn status, etag and authentication;
+        one GET per *symmetric-key* device that still needs disabling (a query never returns keys, and
+        an ``update`` import without them would regenerate or reject them); one bulk POST with
+        ``updateIfMatchETag``. Devices already disabled cost nothing more; per-device 412s trigger another
+        round for those devices only (bounded). Missing devices are reported failed ``DeviceNotFound``.
+        """
+        reason = reason[:STATUS_REASON_MAX] if reason else None
+        pending = checked_ids(device_ids)
+        changed: list[str] = []
+        unchanged: list[str] = []
+        failed: dict[str, str] = {}
+        for _ in range(ETAG_ATTEMPTS):
+            if not pending:
+                break
+            current = self._current(pending)
+            items = []
+            for device_id in pending:
+                model = current.get(device_id)
+                if model is None:
+                    failed[device_id] = "DeviceNotFound"
+                elif model.status == HubDeviceStatus.DISABLED.value:
+                    unchanged.append(device_id)
+                else:
+                    items.append(self._disable_item(device_id, model, reason))
+            errors = self._bulk(items, "hub bulk disable") if items else {}
+            pending = [d for d, code in errors.items() if code == "PreconditionFailed"]
+            failed.update({d: code for d, code in errors.items() if code != "PreconditionFailed"})
+            changed.extend(item.id for item in items if item.id not in errors)
+        failed.update(dict.fromkeys(pending, "PreconditionFailed"))
+        return BulkResult(changed=tuple(changed), unchanged=tuple(unchanged), failed=failed)
+
+    def bulk_delete(self, device_ids: Sequence[str]) -> BulkResult:
+        """Delete up to 100 devices in one POST (``importMode: delete``); DeviceNotFound → unchanged."""
+        ids = checked_ids(device_ids)
+        if not ids:
+            return BulkResult()
+        errors = self._bulk([ExportImportDevice(id=d, import_mode="delete") for d in ids], "hub bulk delete")
+        return BulkResult(
+            changed=tuple(d for d in ids if d not in errors),
+            unchanged=tuple(d for d in ids if errors.get(d) == "DeviceNotFound"),
+            failed={d: code for d, code in errors.items() if code != "DeviceNotFound"},
+        )
+
+    def _current(self, device_ids: Sequence[str]) -> dict[str, Any]:
+        """Current twin (or, for IDs unsafe to quote in a query, device) of each ID that exists."""
+        queryable = [d for d in device_ids if _QUERYABLE_ID.match(d)]
+        found: dict[str, Any] = {}
+        if queryable:
+            listed = ", ".join(f"'{d}'" for d in queryable)
+            # IDs were matched against _QUERYABLE_ID above: no quote can reach the query text.
+            sql = f"SELECT * FROM devices WHERE deviceId IN [{listed}]"  # noqa: S608
+            found.update({t.device_id: t for t in self.query(sql, BULK_LIMIT) if t.device_id in device_ids})
+        for device_id in device_ids:
+            if device_id not in queryable:
+                raw = self.get_raw(device_id)
+                if raw is not None:
+                    found[device_id] = raw
+        return found
+
+    def _disable_item(self, device_id: str, model: Any, reason: str | None) -> Any:
+        """An ``updateIfMatchETag`` import item that keeps the identity's authentication and scopes."""
+        auth_type = getattr(model, "authentication_type", None)
+        from_twin = not hasattr(model, "authentication")
+        if from_twin and auth_type in ("selfSigned", "certificateAuthority", "none"):
+            auth = AuthenticationMechanism(type=auth_type, x509_thumbprint=model.x509_thumbprint)
+            etag = model.device_etag
+        else:  # symmetric keys (or unknown): only the identity itself carries them
+            if not hasattr(model, "authentication"):
+                model = self.get_raw(device_id) or model
+            auth = getattr(model, "authentication", None)
+            etag = getattr(model, "etag", None) if hasattr(model, "authentication") else model.device_etag
+        return ExportImportDevice(
+            id=device_id, e_tag=etag, import_mode="updateIfMatchETag" if etag else "update",
+            status=HubDeviceStatus.DISABLED.value, status_reason=reason, authentication=auth,
+            capabilities=model.capabilities, device_scope=model.device_scope,
+            parent_scopes=model.parent_scopes,
+        )
+
+    def _bulk(self, items: list[Any], what: str) -> dict[str, str]:
+        """One bulk POST (retried when transient); the per-device error codes it reports."""
+        result = self.call(what, lambda: self._rm.bulk_create_or_update_devices(items))
+        if result is None or result.is_successful:
+            return {}
+        errors = {e.device_id: str(e.error_code) for e in (result.errors or []) if e.device_id}
+        if not errors:
+            raise Permanent(f"{what} ({self._hub}): rejected without per-device errors")
+        return errors
+
+    def query(self, sql: str, page_size: int) -> Iterator[Any]:
+        """Every item of a registry query, following continuation tokens; each page retried alone."""
+        spec = QuerySpecification(query=sql)
+        token: str | None = None
+        while True:
+            def page(t: str | None = token) -> Any:
+                return self._rm.query_iot_hub(spec, continuation_token=t, max_item_count=page_size)
+
+            result = self.call("hub query devices", page)
+            items = result.items or []
+            yield from items
+            token = result.continuation_token
+            if not token or not items:
+                return
+
+    def iter_devices(self, page_size: int = 100) -> Iterator[HubDevice]:
+        for twin in self.query("SELECT * FROM devices", page_size):
+            yield to_hub_device(self._hub, twin)
+
+
+def host_name_of(connection_string: str) -> str:
+    """The ``HostName`` of a connection string (the value of no other field is ever returned)."""
+    for part in connection_string.split(";"):
+        key, _, value = part.partition("=")
+        if key.strip() == "HostName" and value:
+            return value.strip()
+    raise ValueError("connection string has no HostName")
+
+
+class HubRegistries:
+    """Finds the registry of a hub by host name (case-insensitive: host names are DNS names).
+
+    ``connections`` maps host name → connection string; a host whose value is empty or None uses
+    identity-based access with ``credential`` (default: azure-identity ``DefaultAzureCredential``,
+    created once, on first use). An unknown hub raises ``HubNotConfigured``.
+    """
+
+    def __init__(
+        self,
+        connections: Mapping[str, str | None],
+        *,
+        credential: Any | None = None,
+        retrier: Retrier | None = None,
+        ca_bundle: str | None = None,
+    ) -> None:
+        self._connections = {hub.lower(): (hub, cs or None) for hub, cs in connections.items()}
+        self._credential = credential
+        self._retrier = retrier
+        self._ca_bundle = ca_bundle
+        self._cache: dict[str, HubDeviceRegistry] = {}
+
+    def hubs(self) -> Iterable[str]:
+        return [hub for hub, _ in self._connections.values()]
+
+    def for_hub(self, hub: str) -> HubDeviceRegistry:
+        key = hub.lower()
+        if key in self._cache:
+            return self._cache[key]
+        if key not in self._connections:
+            raise HubNotConfigured(f"no credentials configured for hub {hub!r}")
+        name, connection_string = self._connections[key]
+        if connection_string:
+            registry = HubDeviceRegistry.from_connection_string(
+                connection_string, hub=name, retrier=self._retrier, ca_bundle=self._ca_bundle
+            )
+        else:
+            registry = HubDeviceRegistry.from_token_credential(
+                name, self._token_credential(), retrier=self._retrier, ca_bundle=self._ca_bundle
+            )
+        self._cache[key] = registry
+        return registry
+
+    def _token_credential(self) -> Any:
+        if self._credential is None:
+            from azure.identity import DefaultAzureCredential
+
+            self._credential = DefaultAzureCredential()
+        return self._credential

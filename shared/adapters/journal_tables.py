@@ -1,0 +1,357 @@
+"""The durable journal on Azure Table storage (``azure-data-tables`` 12.7.0; Azurite locally).
+
+Same semantics as ``InMemoryJournal`` (journal_memory.py), checked by one shared contract test.
+Tables (``<prefix>`` lets tests and environments share an account):
+
+* ``<prefix>journal`` — PartitionKey = encoded eventId (``encode_key``: eventIds are case-sensitive
+  opaque strings; ``/ \\ # ? % ' ~`` and control characters are escaped as ``~XX``).
+  RowKey ``event`` = the header (type, target, source, status, correlation id, plan JSON, error, times);
+  RowKey ``step-<index:06>-<attempt:04>`` = one attempt of a step. Rows are only ever added, except the
+  header's status/error/updatedAt (ETag-conditional merge). Reading one event is one single-partition
+  query: the header sorts before its steps, and the latest attempt per index wins.
+* ``<prefix>journaltargets`` — PartitionKey = encoded lower-cased target, RowKey = inverted begin time +
+  encoded eventId, so a plain partition scan is newest first (``history``).
+* ``<prefix>journalrejections`` — PartitionKey = first two hex digits of the rejection id, RowKey = the
+  id; body (chunked), field errors (JSON), eventId if one could be read.
+
+Race safety: ``begin`` inserts (``create_entity``) and treats "already exists" as "known"; a step attempt
+is an insert whose RowKey is the next free attempt number (a collision moves on to the next one).
+Listings stream page by page.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+from azure.core import MatchConditions
+from azure.data.tables import TableServiceClient, UpdateMode
+
+from shared.adapters.journal_memory import (
+    Clock,
+    RejectionRecord,
+    canonical_plan,
+    check_status,
+    clamp,
+    encode_key,
+    new_rejection,
+    newest_first_key,
+    rfc3339,
+    stamp_step,
+    target_key,
+    utc_now,
+    validate_event_id,
+)
+from shared.adapters.settings import Connection, SettingsError
+from shared.adapters.storage_errors import stream_pages, with_retry
+from shared.errors import Conflict, NotFound, PreconditionFailed
+from shared.ports import EventRecord, StepRecord
+
+HEADER = "event"
+CHUNK = 30_000  # characters per string property (the service allows 64 KiB = 32K UTF-16 code units)
+PAGE_SIZE = 100
+_CAS_ATTEMPTS = 8
+_TABLE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]{2,62}$")
+# SDK retries off: storage_errors.with_retry is the one explicit retry loop; short timeouts.
+_CLIENT_OPTIONS: dict[str, Any] = {"retry_total": 0, "connection_timeout": 5, "read_timeout": 20}
+
+
+def _put_text(entity: dict[str, Any], name: str, text: str) -> None:
+    chunks = [text[i : i + CHUNK] for i in range(0, len(text), CHUNK)] or [""]
+    entity[f"{name}Chunks"] = len(chunks)
+    for i, chunk in enumerate(chunks):
+        entity[f"{name}{i}"] = chunk
+
+
+def _get_text(entity: Mapping[str, Any], name: str) -> str:
+    return "".join(entity.get(f"{name}{i}", "") for i in range(int(entity.get(f"{name}Chunks", 0))))
+
+
+def _step_key(index: int, attempt: int) -> str:
+    return f"step-{index:06d}-{attempt:04d}"
+
+
+class TableJournal:
+    """``Journal`` over three tables of one storage account."""
+
+    def __init__(
+        self, service: TableServiceClient, *, prefix: str = "", clock: Clock = utc_now,
+        page_size: int = PAGE_SIZE,
+    ) -> None:
+        names = {kind: f"{prefix}{kind}" for kind in ("journal", "journaltargets", "journalrejections")}
+        for name in names.values():
+            if not _TABLE_NAME.match(name):
+                raise ValueError(f"invalid table name {name!r}: 3-63 letters/digits, starting with a letter")
+        self._service = service
+        self._clock = clock
+        self._page_size = page_size
+        self._events = service.get_table_client(names["journal"])
+        self._targets = service.get_table_client(names["journaltargets"])
+        self._rejections = service.get_table_client(names["journalrejections"])
+
+    @classmethod
+    def from_connection_string(
+        cls, connection_string: str, *, prefix: str = "", clock: Clock = utc_now,
+        create_tables: bool = True, page_size: int = PAGE_SIZE,
+    ) -> TableJournal:
+        service = TableServiceClient.from_connection_string(connection_string, **_CLIENT_OPTIONS)
+        return cls(service, prefix=prefix, clock=clock, page_size=page_size)._ready(create_tables)
+
+    @classmethod
+    def from_account_url(
+        cls, table_service_uri: str, credential: Any, *, prefix: str = "", clock: Clock = utc_now,
+        create_tables: bool = True, page_size: int = PAGE_SIZE,
+    ) -> TableJournal:
+        """Identity-based access (``X__tableServiceUri`` + an azure-identity credential)."""
+        service = TableServiceClient(endpoint=table_service_uri, credential=credential, **_CLIENT_OPTIONS)
+        return cls(service, prefix=prefix, clock=clock, page_size=page_size)._ready(create_tables)
+
+    @classmethod
+    def from_connection(cls, connection: Connection, **options: Any) -> TableJournal:
+        """From a resolved ``Settings.journal``: a connection string, or identity-based access."""
+        if connection.connection_string is not None:
+            return cls.from_connection_string(connection.connection_string, **options)
+        uri = connection.service_uri("table")
+        if uri is None:
+            raise SettingsError(connection.name, "identity-based, but no __tableServiceUri or __accountName")
+        return cls.from_account_url(uri, connection.credential(), **options)
+
+    def _ready(self, create_tables: bool) -> TableJournal:
+        if create_tables:
+            self.ensure_tables()
+        return self
+
+    def ensure_tables(self) -> None:
+        for table in (self._events, self._targets, self._rejections):
+            create = functools.partial(self._service.create_table_if_not_exists, table.table_name)
+            with_retry(create, "create table")
+
+    def drop_tables(self) -> None:
+        """For tests: remove this journal's tables."""
+        for table in (self._events, self._targets, self._rejections):
+            with_retry(functools.partial(self._service.delete_table, table.table_name), "delete table")
+
+    # -- events ----------------------------------------------------------------------------------------
+
+    def begin(
+        self, event_id: str, *, event_type: str, target: str, source: str, correlation_id: str,
+        plan: Mapping[str, Any],
+    ) -> EventRecord:
+        validate_event_id(event_id)
+        created = self._clock()
+        history_key = newest_first_key(created, event_id)
+        header: dict[str, Any] = {
+            "PartitionKey": encode_key(event_id), "RowKey": HEADER, "EventId": event_id,
+            "EventType": event_type, "Target": target, "Source": source, "Status": "received",
+            "CorrelationId": correlation_id,
+            "CreatedAt": rfc3339(created), "UpdatedAt": rfc3339(created), "HistoryKey": history_key,
+        }
+        _put_text(header, "Plan", json.dumps(canonical_plan(plan), sort_keys=True))
+        inserted = True
+        try:
+            with_retry(lambda: self._events.create_entity(header), "journal begin")
+        except Conflict:
+            inserted = False  # known already (a redelivery, or a concurrent delivery won the insert)
+        record = self.get(event_id)
+        if record is None:
+            raise NotFound(f"journal: event {event_id!r} vanished after begin")
+        self._index_target(record, history_key if inserted else None)
+        return record
+
+    def _index_target(self, record: EventRecord, history_key: str | None) -> None:
+        """Idempotent upsert, repeated on redelivery, so a crash between header and index heals itself."""
+        if history_key is None:
+            stored = self._read_header(encode_key(record.event_id), record.event_id)
+            history_key = str(stored["HistoryKey"])
+        row = {"PartitionKey": target_key(record.target), "RowKey": history_key, "EventId": record.event_id}
+        with_retry(lambda: self._targets.upsert_entity(row, mode=UpdateMode.REPLACE), "journal index target")
+
+    def get(self, event_id: str) -> EventRecord | None:
+        validate_event_id(event_id)
+        rows = self._events.query_entities(
+            "PartitionKey eq @pk", parameters={"pk": encode_key(event_id)}, results_per_page=1000
+        )
+        header: EventRecord | None = None
+        latest: dict[int, StepRecord] = {}
+        for row in stream_pages(rows.by_page(), "journal get"):
+            if row["RowKey"] == HEADER:
+                header = _to_header(row)
+            else:
+                step = _to_step(row)
+                latest[step.index] = step  # rows come in RowKey order: later attempts overwrite earlier
+        if header is None:
+            return None
+        return EventRecord(**{**header.__dict__, "steps": tuple(latest[i] for i in sorted(latest))})
+
+    def record_step(self, event_id: str, step: StepRecord) -> None:
+        validate_event_id(event_id)
+        pk = encode_key(event_id)
+        header = self._read_header(pk, event_id)
+        stamped = stamp_step(step, rfc3339(self._clock()))
+        attempt = self._count_attempts(pk, step.index) + 1
+        for _ in range(_CAS_ATTEMPTS):
+            row = _from_step(pk, _step_key(step.index, attempt), stamped)
+            try:
+                self._insert(row, "journal record step")
+                break
+            except Conflict:
+                attempt += 1  # a concurrent writer took this attempt number
+        else:
+            raise PreconditionFailed(f"journal: could not append step {step.index} of {event_id!r}")
+        if header["Status"] == "received":
+            self._update_header(pk, event_id, _start, stamped.at or "")
+
+    def finish(self, event_id: str, status: str, error: str | None = None) -> None:
+        validate_event_id(event_id)
+        check_status(status)
+        self._update_header(
+            encode_key(event_id), event_id, lambda _h: {"Status": status, "Error": clamp(error)},
+            rfc3339(self._clock()),
+        )
+
+    def history(self, target: str) -> Iterator[EventRecord]:
+        rows = self._targets.query_entities(
+            "PartitionKey eq @pk", parameters={"pk": target_key(target)}, results_per_page=self._page_size
+        )
+        for row in stream_pages(rows.by_page(), "journal history"):
+            record = self.get(str(row["EventId"]))
+            if record is not None and record.status == "completed":
+                yield record
+
+    def iter_events(self, status: str | None = None) -> Iterator[EventRecord]:
+        query, parameters = "RowKey eq @rk", {"rk": HEADER}
+        if status is not None:
+            query, parameters = f"{query} and Status eq @status", {**parameters, "status": status}
+        rows = self._events.query_entities(query, parameters=parameters, results_per_page=self._page_size)
+        for row in stream_pages(rows.by_page(), "journal list events"):
+            yield _to_header(row)
+
+    # -- rejections ------------------------------------------------------------------------------------
+
+    def record_rejection(self, body: str, errors: Sequence[Mapping[str, str]], event_id: str | None) -> str:
+        record = new_rejection(body, errors, event_id, rfc3339(self._clock()))
+        row: dict[str, Any] = {
+            "PartitionKey": record.rejection_id[:2], "RowKey": record.rejection_id, "At": record.at,
+            "Errors": json.dumps(list(record.errors)), "Truncated": record.truncated,
+        }
+        if record.event_id is not None:
+            row["EventId"] = record.event_id
+        _put_text(row, "Body", record.body)
+        with_retry(lambda: self._rejections.create_entity(row), "journal record rejection")
+        return record.rejection_id
+
+    def get_rejection(self, rejection_id: str) -> RejectionRecord | None:
+        if not re.fullmatch(r"[0-9a-f]{32}", rejection_id):
+            return None
+        rows = self._rejections.query_entities(
+            "PartitionKey eq @pk and RowKey eq @rk", parameters={"pk": rejection_id[:2], "rk": rejection_id}
+        )
+        found = [_to_rejection(r) for r in stream_pages(rows.by_page(), "journal get rejection")]
+        return found[0] if found else None
+
+    def iter_rejections(self, event_id: str | None = None) -> Iterator[RejectionRecord]:
+        """All rejections (or those of one eventId), ordered by rejection id; streamed."""
+        rows = (
+            self._rejections.list_entities(results_per_page=self._page_size) if event_id is None
+            else self._rejections.query_entities(
+                "EventId eq @id", parameters={"id": event_id}, results_per_page=self._page_size
+            )
+        )
+        for row in stream_pages(rows.by_page(), "journal list rejections"):
+            yield _to_rejection(row)
+
+    # -- helpers ---------------------------------------------------------------------------------------
+
+    def _insert(self, row: dict[str, Any], what: str) -> None:
+        with_retry(lambda: self._events.create_entity(row), what)
+
+    def _read_header(self, pk: str, event_id: str) -> Any:
+        try:
+            return with_retry(lambda: self._events.get_entity(pk, HEADER), "journal read")
+        except NotFound:
+            raise NotFound(f"journal: no event {event_id!r}") from None
+
+    def _count_attempts(self, pk: str, index: int) -> int:
+        rows = self._events.query_entities(
+            "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi",
+            parameters={"pk": pk, "lo": _step_key(index, 0), "hi": f"step-{index:06d}-~"},
+            select=["RowKey"], results_per_page=1000,
+        )
+        return sum(1 for _ in stream_pages(rows.by_page(), "journal count attempts"))
+
+    def _replace_if_unchanged(self, entity: dict[str, Any], etag: str) -> None:
+        def replace() -> object:
+            return self._events.update_entity(
+                entity, mode=UpdateMode.REPLACE, etag=etag, match_condition=MatchConditions.IfNotModified
+            )
+
+        with_retry(replace, "journal update event")
+
+    def _update_header(
+        self, pk: str, event_id: str, change: Callable[[Any], dict[str, Any] | None], now: str
+    ) -> None:
+        """Read-modify-write of the whole header (REPLACE, so a cleared error really disappears) with
+        its ETag; 412 = another writer won: re-read and decide again."""
+        for _ in range(_CAS_ATTEMPTS):
+            header = self._read_header(pk, event_id)
+            fields = change(header)
+            if fields is None:
+                return
+            entity = {**header, "UpdatedAt": now, **fields}
+            entity = {name: value for name, value in entity.items() if value is not None}
+            try:
+                self._replace_if_unchanged(entity, header.metadata["etag"])
+            except PreconditionFailed:
+                continue
+            return
+        raise PreconditionFailed(f"journal: event {event_id!r} kept changing under us")
+
+
+def _start(header: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The first step moves a ``received`` event to ``in_progress``; any other status is left alone."""
+    return {"Status": "in_progress"} if header["Status"] == "received" else None
+
+
+def _opt(row: Mapping[str, Any], name: str) -> str | None:
+    value = row.get(name)
+    return None if value is None else str(value)
+
+
+def _to_header(row: Mapping[str, Any]) -> EventRecord:
+    plan_text = _get_text(row, "Plan")
+    return EventRecord(
+        event_id=str(row["EventId"]), event_type=str(row["EventType"]), target=str(row["Target"]),
+        source=str(row["Source"]), status=str(row["Status"]), correlation_id=str(row["CorrelationId"]),
+        plan=json.loads(plan_text) if plan_text else None, error=_opt(row, "Error"),
+        created_at=_opt(row, "CreatedAt"), updated_at=_opt(row, "UpdatedAt"),
+    )
+
+
+def _from_step(pk: str, row_key: str, step: StepRecord) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "PartitionKey": pk, "RowKey": row_key, "Index": step.index, "Kind": step.kind, "Target": step.target,
+        "Outcome": step.outcome, "At": step.at,
+    }
+    optional = {"Hub": step.hub, "Before": step.before, "After": step.after, "Error": step.error}
+    row.update({name: value for name, value in optional.items() if value is not None})
+    return row
+
+
+def _to_step(row: Mapping[str, Any]) -> StepRecord:
+    return StepRecord(
+        index=int(row["Index"]), kind=str(row["Kind"]), target=str(row["Target"]),
+        outcome=str(row["Outcome"]), hub=_opt(row, "Hub"), before=_opt(row, "Before"),
+        after=_opt(row, "After"), error=_opt(row, "Error"), at=_opt(row, "At"),
+    )
+
+
+def _to_rejection(row: Mapping[str, Any]) -> RejectionRecord:
+    return RejectionRecord(
+        rejection_id=str(row["RowKey"]), body=_get_text(row, "Body"),
+        errors=tuple(json.loads(str(row["Errors"]))), event_id=_opt(row, "EventId"), at=str(row["At"]),
+        truncated=bool(row.get("Truncated", False)),
+    )
+

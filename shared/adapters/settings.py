@@ -1,0 +1,311 @@
+"""The app's settings in one place: one documented name per setting, read once into a frozen object.
+
+Read from a mapping (the environment, or ``local.settings.json`` ``Values`` loaded into it with
+``load_local_settings``). ``repr`` never shows a key, SAS token or connection string.
+
+Connection settings (``JOURNAL_CONNECTION``, ``SERVICEBUS_CONNECTION``, ``OUTCOME_SERVICEBUS_CONNECTION``)
+resolve like a Functions binding's ``connection`` (reference functions-host-behaviour §6, §10.7):
+``AzureWebJobs<name>`` then ``<name>``, each time ``ConnectionStrings:<name>`` first; a value is a
+connection string; no value but ``<name>__*`` keys is an identity-based connection (e.g.
+``<name>__tableServiceUri``, ``<name>__fullyQualifiedNamespace``, ``<name>__credential``,
+``<name>__clientId``). Our addition (not host behaviour): a value without ``=`` names another
+connection setting, e.g. ``JOURNAL_CONNECTION=MyStorage``. ``JOURNAL_CONNECTION`` falls back to
+``AzureWebJobsStorage``. ``UseDevelopmentStorage=true`` is expanded to the explicit Azurite form on the
+default ports (10000-10002), because ``azure-data-tables`` does not understand the shorthand.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping, MutableMapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from shared.errors import Permanent
+
+DPS_CONNECTION_STRING = "DPS_CONNECTION_STRING"
+IOTHUB_CONNECTIONS = "IOTHUB_CONNECTIONS"
+JOURNAL_CONNECTION = "JOURNAL_CONNECTION"
+LIFECYCLE_QUEUE = "LIFECYCLE_QUEUE"
+WORK_QUEUE = "WORK_QUEUE"
+AUDIT_SCHEDULE = "AUDIT_SCHEDULE"
+POLICY_OVERRIDE = "POLICY_OVERRIDE"
+OUTCOME_SERVICEBUS_CONNECTION = "OUTCOME_SERVICEBUS_CONNECTION"
+OUTCOME_QUEUE_OR_TOPIC = "OUTCOME_QUEUE_OR_TOPIC"
+SERVICEBUS_CONNECTION = "SERVICEBUS_CONNECTION"
+SERVICEBUS_QUEUE = "SERVICEBUS_QUEUE"
+GROUP_IMPORT_JOB_THRESHOLD = "GROUP_IMPORT_JOB_THRESHOLD"
+EMULATOR_CA_BUNDLE = "EMULATOR_CA_BUNDLE"
+CERT_EXPIRY_WARNING_DAYS = "CERT_EXPIRY_WARNING_DAYS"
+AUDIT_REMEDIATE = "AUDIT_REMEDIATE"
+HOST_STORAGE = "AzureWebJobsStorage"
+
+DEV_STORAGE = (
+    "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
+    "AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;"
+    "BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1;QueueEndpoint=http://127.0.0.1:10001/devstoreaccount1;"
+    "TableEndpoint=http://127.0.0.1:10002/devstoreaccount1;"
+)
+_QUEUE_NAME = re.compile(r"^(?=.{3,63}$)[a-z0-9](?:[a-z0-9]|-(?!-))*[a-z0-9]$")
+_SECRET_WORDS = ("secret", "key", "password", "token")
+
+
+class SettingsError(Permanent):
+    """A setting is missing or malformed; names the setting, never echoes its value."""
+
+    def __init__(self, setting: str, reason: str) -> None:
+        self.setting = setting
+        super().__init__(f"setting {setting}: {reason}")
+
+
+@dataclass(frozen=True)
+class Connection:
+    """A resolved connection: a connection string, or identity-based ``properties`` (``X__*`` keys)."""
+
+    name: str
+    connection_string: str | None = None
+    properties: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def identity_based(self) -> bool:
+        return self.connection_string is None
+
+    def service_uri(self, service: str) -> str | None:
+        """``table``/``queue``/``blob`` endpoint of an identity-based storage connection."""
+        uri = self.properties.get(f"{service}ServiceUri")
+        account = self.properties.get("accountName")
+        return uri or (f"https://{account}.{service}.core.windows.net" if account else None)
+
+    def credential(self) -> Any:
+        """The azure-identity credential an identity-based connection asks for (``__credential``,
+        ``__clientId``); ``DefaultAzureCredential`` otherwise. Needs network: never used offline."""
+        from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
+
+        client_id = self.properties.get("clientId")
+        if self.properties.get("credential", "").lower() == "managedidentity":
+            return ManagedIdentityCredential(client_id=client_id)
+        return DefaultAzureCredential(managed_identity_client_id=client_id)
+
+    def __repr__(self) -> str:
+        shown = {k: ("<hidden>" if any(w in k.lower() for w in _SECRET_WORDS) else v)
+                 for k, v in self.properties.items()}
+        secret = "<hidden>" if self.connection_string else None
+        return f"Connection(name={self.name!r}, connection_string={secret}, properties={shown})"
+
+
+def _get(values: Mapping[str, str], key: str) -> str | None:
+    value = values.get(key)
+    return value.strip() if isinstance(value, str) and value.strip() else None
+
+
+def resolve_connection(
+    values: Mapping[str, str], name: str, _seen: frozenset[str] = frozenset()
+) -> Connection | None:
+    """Resolve a connection setting name as the Functions host does (module docstring); None if absent."""
+    if name in _seen:
+        raise SettingsError(name, "connection settings refer to each other in a loop")
+    for key in (f"AzureWebJobs{name}", name):
+        for candidate in (f"ConnectionStrings:{key}", f"ConnectionStrings__{key}", key):
+            value = _get(values, candidate)
+            if value is None:
+                continue
+            if "=" not in value:
+                return resolve_connection(values, value, _seen | {name})
+            if value.replace(" ", "").lower() == "usedevelopmentstorage=true":
+                value = DEV_STORAGE
+            return Connection(name=key, connection_string=value)
+    for key in (f"AzureWebJobs{name}", name):
+        prefix = f"{key}__"
+        props = {k[len(prefix):]: v for k, v in values.items() if k.startswith(prefix) and v}
+        if props:
+            return Connection(name=key, properties=MappingProxyType(props))
+    return None
+
+
+def connection_string_host(connection_string: str) -> str | None:
+    """The ``HostName`` part of an IoT connection string (safe to show)."""
+    parts = dict(p.split("=", 1) for p in connection_string.split(";") if "=" in p)
+    return parts.get("HostName")
+
+
+def _iot_connection_string(setting: str, value: str) -> str:
+    parts = dict(p.split("=", 1) for p in value.split(";") if "=" in p)
+    missing = [p for p in ("HostName", "SharedAccessKeyName", "SharedAccessKey") if not parts.get(p)]
+    if missing:
+        raise SettingsError(setting, f"connection string lacks {', '.join(missing)}")
+    return value
+
+
+def _hub_map(values: Mapping[str, str]) -> Mapping[str, str]:
+    raw = _get(values, IOTHUB_CONNECTIONS)
+    if raw is None:
+        return MappingProxyType({})
+    try:
+        parsed = json.loads(raw)
+    except json.JSONDecodeError:
+        raise SettingsError(IOTHUB_CONNECTIONS, "not JSON (want {hub host: connection string})") from None
+    if not isinstance(parsed, dict) or not all(isinstance(v, str) for v in parsed.values()):
+        raise SettingsError(IOTHUB_CONNECTIONS, "want a JSON object of hub host name -> connection string")
+    hubs: dict[str, str] = {}
+    for hub, conn in parsed.items():
+        _iot_connection_string(f"{IOTHUB_CONNECTIONS}[{hub}]", conn)
+        if (connection_string_host(conn) or "").lower() != hub.lower():
+            raise SettingsError(f"{IOTHUB_CONNECTIONS}[{hub}]", "HostName of the connection string differs")
+        hubs[hub.lower()] = conn
+    return MappingProxyType(hubs)
+
+
+def _int(values: Mapping[str, str], key: str, default: int) -> int:
+    raw = _get(values, key)
+    if raw is None:
+        return default
+    if not raw.isdigit() or int(raw) <= 0:
+        raise SettingsError(key, "expected a positive whole number")
+    return int(raw)
+
+
+def _bool(values: Mapping[str, str], key: str, default: bool) -> bool:
+    raw = _get(values, key)
+    if raw is None:
+        return default
+    if raw.lower() in ("true", "1", "yes"):
+        return True
+    if raw.lower() in ("false", "0", "no"):
+        return False
+    raise SettingsError(key, "expected true or false")
+
+
+def _queue(values: Mapping[str, str], key: str, default: str) -> str:
+    name = _get(values, key) or default
+    if not _QUEUE_NAME.match(name):
+        raise SettingsError(key, "not a storage queue name (3-63 lower-case letters, digits, single hyphens)")
+    return name
+
+
+def _schedule(values: Mapping[str, str]) -> str:
+    schedule = _get(values, AUDIT_SCHEDULE) or "0 0 * * * *"
+    is_timespan = re.fullmatch(r"\d{1,2}:\d{2}:\d{2}", schedule) is not None
+    if not is_timespan and len(schedule.split()) != 6:
+        raise SettingsError(AUDIT_SCHEDULE, "expected a six-field NCRONTAB expression or hh:mm:ss")
+    return schedule
+
+
+def _policy(values: Mapping[str, str]) -> Mapping[str, Any] | None:
+    raw = _get(values, POLICY_OVERRIDE)
+    if raw is None:
+        return None
+    try:
+        parsed = json.loads(raw)
+    except json.JSONDecodeError:
+        raise SettingsError(POLICY_OVERRIDE, "not JSON") from None
+    if not isinstance(parsed, dict):
+        raise SettingsError(POLICY_OVERRIDE, "expected a JSON object")
+    return MappingProxyType(parsed)
+
+
+@dataclass(frozen=True, repr=False)
+class Settings:
+    dps_connection_string: str | None = None
+    iothub_connections: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    journal: Connection | None = None
+    lifecycle_queue: str = "device-lifecycle"
+    work_queue: str = "device-lifecycle-work"
+    audit_schedule: str = "0 0 * * * *"
+    policy_override: Mapping[str, Any] | None = None
+    outcome_servicebus: Connection | None = None
+    outcome_queue_or_topic: str | None = None
+    servicebus: Connection | None = None
+    servicebus_queue: str | None = None
+    group_import_job_threshold: int = 1000  # our choice: above this many devices, use an import job
+    emulator_ca_bundle: str | None = None
+    cert_expiry_warning_days: int = 30  # our choice; not pinned by a source
+    audit_remediate: bool = False
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, str]) -> Settings:
+        dps = _get(values, DPS_CONNECTION_STRING)
+        outcome = resolve_connection(values, OUTCOME_SERVICEBUS_CONNECTION)
+        destination = _get(values, OUTCOME_QUEUE_OR_TOPIC)
+        if (outcome is None) != (destination is None):
+            raise SettingsError(OUTCOME_QUEUE_OR_TOPIC, f"set together with {OUTCOME_SERVICEBUS_CONNECTION}")
+        return cls(
+            dps_connection_string=_iot_connection_string(DPS_CONNECTION_STRING, dps) if dps else None,
+            iothub_connections=_hub_map(values),
+            journal=(resolve_connection(values, JOURNAL_CONNECTION)
+                     or resolve_connection(values, HOST_STORAGE)),
+            lifecycle_queue=_queue(values, LIFECYCLE_QUEUE, "device-lifecycle"),
+            work_queue=_queue(values, WORK_QUEUE, "device-lifecycle-work"),
+            audit_schedule=_schedule(values),
+            policy_override=_policy(values),
+            outcome_servicebus=outcome,
+            outcome_queue_or_topic=destination,
+            servicebus=resolve_connection(values, SERVICEBUS_CONNECTION),
+            servicebus_queue=_get(values, SERVICEBUS_QUEUE),
+            group_import_job_threshold=_int(values, GROUP_IMPORT_JOB_THRESHOLD, 1000),
+            emulator_ca_bundle=_get(values, EMULATOR_CA_BUNDLE),
+            cert_expiry_warning_days=_int(values, CERT_EXPIRY_WARNING_DAYS, 30),
+            audit_remediate=_bool(values, AUDIT_REMEDIATE, False),
+        )
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        return cls.from_mapping(os.environ)
+
+    def iothub_connection(self, hub: str) -> str | None:
+        """The connection string for a hub host name; None means identity-based access to that hub."""
+        return self.iothub_connections.get(hub.lower())
+
+    def __repr__(self) -> str:
+        dps = connection_string_host(self.dps_connection_string) if self.dps_connection_string else None
+        return (
+            f"Settings(dps={dps!r}, hubs={sorted(self.iothub_connections)}, journal={self.journal!r}, "
+            f"lifecycle_queue={self.lifecycle_queue!r}, work_queue={self.work_queue!r}, "
+            f"audit_schedule={self.audit_schedule!r}, policy_override={self.policy_override is not None}, "
+            f"outcome={self.outcome_servicebus!r}->{self.outcome_queue_or_topic!r}, "
+            f"servicebus={self.servicebus!r}, servicebus_queue={self.servicebus_queue!r}, "
+            f"group_import_job_threshold={self.group_import_job_threshold}, "
+            f"emulator_ca_bundle={self.emulator_ca_bundle!r}, "
+            f"cert_expiry_warning_days={self.cert_expiry_warning_days}, "
+            f"audit_remediate={self.audit_remediate})"
+        )
+
+    __str__ = __repr__
+
+
+def emulator_values(path: Path, storage_connection: str) -> dict[str, str]:
+    """Settings values for a running emulator, from the ``emulator.json`` it wrote."""
+    config = json.loads(Path(path).read_text(encoding="utf-8"))
+    hubs = {hub["hostName"]: hub["connectionString"] for hub in config.get("hubs", [])}
+    values = {
+        DPS_CONNECTION_STRING: config["dps"]["connectionString"],
+        IOTHUB_CONNECTIONS: json.dumps(hubs),
+        JOURNAL_CONNECTION: storage_connection,
+    }
+    if config.get("caBundle"):
+        values[EMULATOR_CA_BUNDLE] = str(config["caBundle"])
+    return values
+
+
+def from_emulator(path: Path, storage_connection: str, base: Mapping[str, str] | None = None) -> Settings:
+    """``base`` (e.g. the environment) with DPS, hubs, CA bundle and journal taken from the emulator."""
+    return Settings.from_mapping({**(base or {}), **emulator_values(path, storage_connection)})
+
+
+def load_local_settings(path: Path, environ: MutableMapping[str, str] | None = None) -> dict[str, str]:
+    """Put ``Values`` (and ``ConnectionStrings`` as ``ConnectionStrings:<name>``) of a local.settings.json
+    into the environment without overriding variables already set, as the Functions host does.
+    Returns what was read (not only what was applied)."""
+    target = os.environ if environ is None else environ
+    document = json.loads(Path(path).read_text(encoding="utf-8"))
+    read: dict[str, str] = {}
+    for name, value in (document.get("Values") or {}).items():
+        read[name] = value if isinstance(value, str) else json.dumps(value)
+    for name, value in (document.get("ConnectionStrings") or {}).items():
+        read[f"ConnectionStrings:{name}"] = str(value)
+    for name, value in read.items():
+        target.setdefault(name, value)
+    return read

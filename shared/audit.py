@@ -1,0 +1,451 @@
+"""The audit's domain: check IDs, findings, suppressions, the report, pure functions from facts to findings.
+
+Nothing here reads the clock, the environment or a service: ``unprovision.audit`` streams the facts (DPS,
+hubs, journal, poison queue) and passes them in, with the audit's ``now``. That keeps every check testable on
+plain data and the report reproducible.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from shared.certs import groups_above
+from shared.model import (
+    AttestationType,
+    CertificateInfo,
+    EnrollmentGroup,
+    HubDevice,
+    HubDeviceStatus,
+    IndividualEnrollment,
+    ProvisioningStatus,
+)
+from shared.plan import StepKind, StepOutcome
+from shared.ports import EventRecord, SuppressionRecord
+
+
+class CheckId(StrEnum):
+    REVOCATION_REVERSED = "REVOCATION_REVERSED"
+    BLOCKING_ENROLLMENT_MISSING = "BLOCKING_ENROLLMENT_MISSING"
+    HUB_IDENTITY_STILL_ACTIVE = "HUB_IDENTITY_STILL_ACTIVE"
+    REENROLLMENT_VIA_PARENT_GROUP = "REENROLLMENT_VIA_PARENT_GROUP"
+    ORPHANED_REGISTRATIONS = "ORPHANED_REGISTRATIONS"
+    HUB_DEVICE_WITHOUT_REGISTRATION = "HUB_DEVICE_WITHOUT_REGISTRATION"
+    REGISTRATION_WITHOUT_HUB_DEVICE = "REGISTRATION_WITHOUT_HUB_DEVICE"
+    SIGNING_CERT_EXPIRING = "SIGNING_CERT_EXPIRING"
+    SIGNING_CERT_EXPIRED = "SIGNING_CERT_EXPIRED"
+    POISON_MESSAGES_PENDING = "POISON_MESSAGES_PENDING"
+
+
+class Severity(StrEnum):
+    CRITICAL = "critical"  # a revoked device can get back in now
+    HIGH = "high"
+    MEDIUM = "medium"
+    LOW = "low"
+
+
+@dataclass(frozen=True)
+class CheckInfo:
+    severity: Severity
+    action: str
+
+
+CHECKS: Mapping[CheckId, CheckInfo] = {
+    CheckId.REVOCATION_REVERSED: CheckInfo(Severity.CRITICAL, "re-apply the revocation (audit --remediate)"),
+    CheckId.BLOCKING_ENROLLMENT_MISSING: CheckInfo(
+        Severity.CRITICAL, "re-create the disabled blocking enrollment (audit --remediate)"),
+    CheckId.HUB_IDENTITY_STILL_ACTIVE: CheckInfo(
+        Severity.CRITICAL, "disable or delete the hub identity again (audit --remediate)"),
+    CheckId.REENROLLMENT_VIA_PARENT_GROUP: CheckInfo(
+        Severity.HIGH, "re-create the group disabled, or add disabled individual enrollments\n        "
+        "for its devices"),
+    CheckId.ORPHANED_REGISTRATIONS: CheckInfo(
+        Severity.LOW, "delete the group's registration records (they count toward the DPS quota)"),
+    CheckId.HUB_DEVICE_WITHOUT_REGISTRATION: CheckInfo(
+        Severity.MEDIUM, "find out who created the identity; disable it if nobody owns it"),
+    CheckId.REGISTRATION_WITHOUT_HUB_DEVICE: CheckInfo(
+        Severity.LOW, "the device is re-created when it re-provisions;\n        "
+        "delete the record if it is retired"),
+    CheckId.SIGNING_CERT_EXPIRING: CheckInfo(Severity.MEDIUM, "roll the group's signing certificate"),
+    CheckId.SIGNING_CERT_EXPIRED: CheckInfo(Severity.HIGH, "replace the group's signing certificate"),
+    CheckId.POISON_MESSAGES_PENDING: CheckInfo(
+        Severity.HIGH, "inspect the poison messages, fix the cause and re-send the events"),
+}
+
+# The checks whose fix is "apply the journal's revocation again" through the orchestrator.
+REMEDIABLE: frozenset[CheckId] = frozenset(
+    {CheckId.REVOCATION_REVERSED, CheckId.BLOCKING_ENROLLMENT_MISSING, CheckId.HUB_IDENTITY_STILL_ACTIVE}
+)
+_APPLIED = frozenset({StepOutcome.DONE.value, StepOutcome.ALREADY_DONE.value})
+_HUB_DEVICE_STEPS = frozenset({StepKind.HUB_IDENTITY_DISABLED.value, StepKind.HUB_IDENTITY_DELETED.value})
+_GROUP_FANOUT_STEPS = frozenset({StepKind.GROUP_DEVICES_DISABLED.value, StepKind.GROUP_DEVICES_DELETED.value})
+
+
+@dataclass(frozen=True)
+class Finding:
+    check: CheckId
+    resource: str  # registration ID, group ID, "hub/deviceId", or the queue name
+    evidence: str
+    severity: Severity
+    action: str
+    # The journal event whose revocation no longer holds (remediable checks only).
+    event_id: str | None = None
+    event_type: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"check": self.check.value, "resource": self.resource, "evidence": self.evidence,
+                "severity": self.severity.value, "action": self.action, "eventId": self.event_id,
+                "eventType": self.event_type}
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> Finding:
+        return cls(CheckId(doc["check"]), doc["resource"], doc["evidence"], Severity(doc["severity"]),
+                   doc["action"], doc.get("eventId"), doc.get("eventType"))
+
+
+def finding(check: CheckId, resource: str, evidence: str, *, event: Revocation | None = None) -> Finding:
+    info = CHECKS[check]
+    return Finding(check, resource, evidence, info.severity, info.action,
+                   event.event_id if event else None, event.event_type if event else None)
+
+
+@dataclass(frozen=True)
+class Revocation:
+    """What a completed journal event revoked, reduced to what the audit re-checks."""
+
+    event_id: str
+    event_type: str
+    target: str
+    dps_steps: frozenset[str]  # StepKind values applied to the target itself
+    hub_devices: tuple[tuple[str, str, str], ...] = ()  # (kind, hub, device ID)
+    group_fanout: tuple[str, ...] = ()  # GroupDevices* kinds applied across the group's devices
+
+
+def revocation_of(record: EventRecord) -> Revocation | None:
+    """The revocation a completed event made, or None for `found` and for events that changed nothing."""
+    if record.event_type == "found" or record.status != "completed":
+        return None
+    latest = {s.index: s for s in record.steps}  # several attempts per step: the last one counts
+    applied = [s for _, s in sorted(latest.items()) if s.outcome in _APPLIED]
+    dps = frozenset(s.kind for s in applied if s.kind not in _HUB_DEVICE_STEPS | _GROUP_FANOUT_STEPS)
+    hub = tuple((s.kind, s.hub, s.target) for s in applied if s.kind in _HUB_DEVICE_STEPS and s.hub)
+    fanout = tuple(sorted({s.kind for s in applied if s.kind in _GROUP_FANOUT_STEPS}))
+    if not (dps or hub or fanout):
+        return None
+    return Revocation(record.event_id, record.event_type, record.target, dps, hub, fanout)
+
+
+def check_enrollment(rev: Revocation, enrollment: IndividualEnrollment | None) -> list[Finding]:
+    """Individual-enrollment revocations: the disabled own enrollment, or a group member's blocking one.
+
+    An own enrollment that was disabled and later deleted is not reported: whether the device can come back
+    depends on a group covering its certificate, which the audit cannot see per device (documented limit).
+    """
+    out: list[Finding] = []
+    blocked = StepKind.BLOCKING_ENROLLMENT_CREATED.value in rev.dps_steps
+    disabled = StepKind.ENROLLMENT_DISABLED.value in rev.dps_steps
+    if blocked and enrollment is None:
+        out.append(finding(CheckId.BLOCKING_ENROLLMENT_MISSING, rev.target,
+                           f"blocking enrollment created by {rev.event_id} is gone", event=rev))
+    elif (blocked or disabled) and enrollment is not None and enrollment.status == ProvisioningStatus.ENABLED:
+        out.append(finding(CheckId.REVOCATION_REVERSED, rev.target,
+                           f"enrollment disabled by {rev.event_id} ({rev.event_type}) is enabled", event=rev))
+    return out
+
+
+def check_group(rev: Revocation, group: EnrollmentGroup | None) -> list[Finding]:
+    """A group disabled (or deleted) by the app that is enabled again (or was re-created enabled)."""
+    revoked = {StepKind.GROUP_DISABLED.value, StepKind.GROUP_DELETED.value} & rev.dps_steps
+    if not revoked or group is None or group.status != ProvisioningStatus.ENABLED:
+        return []
+    what = "re-created and enabled" if StepKind.GROUP_DELETED.value in revoked else "enabled"
+    return [finding(CheckId.REVOCATION_REVERSED, rev.target,
+                    f"group revoked by {rev.event_id} ({rev.event_type}) is {what}", event=rev)]
+
+
+def check_hub_device(rev: Revocation, kind: str, hub: str, device: HubDevice | None) -> list[Finding]:
+    """A hub identity the app disabled or deleted that is enabled (again, or re-created).
+
+    A deleted identity that reappeared *disabled* is not reported: it cannot connect (deliberate choice).
+    """
+    if device is None or device.status != HubDeviceStatus.ENABLED:
+        return []
+    how = "re-created and enabled" if kind == StepKind.HUB_IDENTITY_DELETED.value else "enabled"
+    return [finding(CheckId.HUB_IDENTITY_STILL_ACTIVE, f"{hub}/{device.device_id}",
+                    f"identity revoked by {rev.event_id} ({rev.event_type}) is {how}", event=rev)]
+
+
+@dataclass(frozen=True)
+class GroupSnapshot:
+    """What the audit remembers of a group between runs (groups are few: DPS allows 200), PEMs left out."""
+
+    group_id: str
+    status: str
+    attestation: str
+    certificates: tuple[CertificateInfo, ...] = ()
+
+    @classmethod
+    def of(cls, group: EnrollmentGroup) -> GroupSnapshot:
+        certs = tuple(replace(c, pem=None) for c in group.signing_certificates)
+        return cls(group.group_id, group.status.value, group.attestation.value, certs)
+
+    def as_group(self) -> EnrollmentGroup:
+        return EnrollmentGroup(self.group_id, AttestationType(self.attestation),
+                               ProvisioningStatus(self.status), self.certificates)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"groupId": self.group_id, "status": self.status, "attestation": self.attestation,
+                "certificates": [asdict(c) for c in self.certificates]}
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> GroupSnapshot:
+        certs = tuple(CertificateInfo(**c) for c in doc.get("certificates", ()))
+        return cls(doc["groupId"], doc["status"], doc["attestation"], certs)
+
+
+def check_parent_group(
+    child: EnrollmentGroup, gone: bool, groups: Sequence[EnrollmentGroup]
+) -> list[Finding]:
+    """A deleted group whose devices an enabled group higher in the chain admits (HIGH); a disabled one (LOW).
+
+    DPS walks the chain leaf→root and the first group found decides (reference 1.1/1.2), so the group nearest
+    above the child decides once the child is gone (``shared.certs.groups_above``; linked by signature when
+    PEMs are known, else by subject/issuer name). A *disabled* group still refuses its devices even with an
+    enabled ancestor; the brief asks for it anyway, so it is reported as LOW: deleting it would let them in.
+    """
+    if not gone and child.status != ProvisioningStatus.DISABLED:
+        return []
+    pool = [g for g in groups if g.group_id.lower() != child.group_id.lower()]
+    coverage = groups_above(child, [*pool, child])
+    parent = coverage.nearest
+    if parent is None or parent.status != ProvisioningStatus.ENABLED:
+        return []
+    if gone:
+        return [finding(CheckId.REENROLLMENT_VIA_PARENT_GROUP, child.group_id,
+                        f"group is deleted; enabled group {parent.group_id} higher in the chain "
+                        "admits its devices")]
+    return [Finding(CheckId.REENROLLMENT_VIA_PARENT_GROUP, child.group_id,
+                    f"group is disabled (blocks for now); deleting it would let enabled group "
+                    f"{parent.group_id} admit its devices", Severity.LOW,
+                    "keep the group disabled; never delete it")]
+
+
+def parse_time(value: str) -> datetime:
+    """RFC 3339 (a trailing Z accepted); naive values are taken as UTC."""
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def check_signing_certs(group: EnrollmentGroup, now: datetime, threshold_days: int) -> list[Finding]:
+    """Enabled groups only: an expired signing certificate on a revoked (disabled) group is not actionable."""
+    if group.status != ProvisioningStatus.ENABLED:
+        return []
+    out: list[Finding] = []
+    for cert in group.signing_certificates:
+        if not cert.not_after:
+            continue
+        expires = parse_time(cert.not_after)
+        label = f"signing certificate {cert.subject!r} (notAfter {cert.not_after})"
+        if expires <= now:
+            out.append(finding(CheckId.SIGNING_CERT_EXPIRED, group.group_id, f"{label} has expired"))
+        elif expires - now <= timedelta(days=threshold_days):
+            days = (expires - now).days
+            evidence = f"{label} expires in {days} days"
+            out.append(finding(CheckId.SIGNING_CERT_EXPIRING, group.group_id, evidence))
+    return out
+
+
+def check_poison(queue: str, count: int, sample_ids: Sequence[str]) -> list[Finding]:
+    if count <= 0:
+        return []
+    shown = ", ".join(sample_ids[:5])
+    return [finding(CheckId.POISON_MESSAGES_PENDING, queue, f"{count} message(s) waiting; first: {shown}")]
+
+
+def check_orphans(group_id: str, count: int, sample_ids: Sequence[str]) -> list[Finding]:
+    if count <= 0:
+        return []
+    shown = ", ".join(sample_ids[:5])
+    return [finding(CheckId.ORPHANED_REGISTRATIONS, group_id,
+                    f"deleted group still has {count} registration record(s), e.g. {shown}")]
+
+
+def active_suppression(
+    f: Finding, suppressions: Iterable[SuppressionRecord], now: datetime
+) -> SuppressionRecord | None:
+    """The suppression that covers the finding now; an expired one no longer applies."""
+    for s in suppressions:
+        same = s.check == f.check.value and s.resource.lower() == f.resource.lower()
+        if same and parse_time(s.until) > now:
+            return s
+    return None
+
+
+def synthetic_event_id(report_id: str, f: Finding) -> str:
+    """A new event ID per (audit run, finding): re-running one audit is idempotent, a later run acts anew."""
+    name = f"unprovision-audit:{report_id}:{f.check}:{f.resource.lower()}"
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, name))
+
+
+class BloomFilter:
+    """A fixed-size set sketch: "no" is certain, "maybe" is wrong with probability ``error_rate`` at capacity.
+
+    Used to join hub devices and DPS registrations with memory fixed by settings, not by fleet size.
+    """
+
+    def __init__(self, capacity: int, error_rate: float = 0.01) -> None:
+        import math
+
+        bits = max(64, int(-capacity * math.log(error_rate) / (math.log(2) ** 2)))
+        self._size = bits
+        self._hashes = max(1, round(bits / max(1, capacity) * math.log(2)))
+        self._bits = bytearray((bits + 7) // 8)
+
+    def _positions(self, key: str) -> Iterable[int]:
+        digest = hashlib.blake2b(key.encode(), digest_size=16).digest()
+        h1, h2 = int.from_bytes(digest[:8], "big"), int.from_bytes(digest[8:], "big") | 1
+        return ((h1 + i * h2) % self._size for i in range(self._hashes))
+
+    def add(self, key: str) -> None:
+        for p in self._positions(key):
+            self._bits[p >> 3] |= 1 << (p & 7)
+
+    def __contains__(self, key: str) -> bool:
+        return all(self._bits[p >> 3] & (1 << (p & 7)) for p in self._positions(key))
+
+
+@dataclass
+class FindingCollector:
+    """Keeps at most ``limit`` findings per check (counts stay exact), so the report's size is bounded."""
+
+    limit: int = 1000
+    findings: list[Finding] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def add(self, items: Iterable[Finding]) -> None:
+        for f in items:
+            n = self.counts.get(f.check.value, 0)
+            self.counts[f.check.value] = n + 1
+            if n < self.limit:
+                self.findings.append(f)
+
+
+@dataclass(frozen=True)
+class Remediation:
+    """One re-applied revocation: the synthetic event, the journal event it repeats, and how it ended."""
+
+    event_id: str
+    original_event_id: str
+    target: str
+    status: str  # completed | failed | skipped (the orchestrator's verdict, or why nothing ran)
+    checks: tuple[str, ...] = ()
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"eventId": self.event_id, "originalEventId": self.original_event_id, "target": self.target,
+                "status": self.status, "checks": list(self.checks), "error": self.error}
+
+
+@dataclass(frozen=True)
+class AuditReport:
+    """One audit run. ``counts`` are exact per check; ``findings`` keep at most a bounded number per check."""
+
+    report_id: str
+    started_at: str
+    finished_at: str
+    remediate: bool
+    findings: tuple[Finding, ...] = ()
+    suppressed: tuple[tuple[Finding, SuppressionRecord], ...] = ()
+    suppressions: tuple[SuppressionRecord, ...] = ()  # those in force during the run
+    remediations: tuple[Remediation, ...] = ()
+    counts: Mapping[str, int] = field(default_factory=dict)  # check -> findings (not suppressed), untruncated
+    errors: tuple[str, ...] = ()  # checks that could not run completely, and why
+    notes: tuple[str, ...] = ()
+    groups: tuple[GroupSnapshot, ...] = ()  # remembered for the next run (deleted-group analysis)
+
+    @property
+    def clean(self) -> bool:
+        return not self.findings and not self.errors
+
+    def summary(self) -> dict[str, dict[str, int]]:
+        """Counts per check and severity (untruncated), the shape logged after every run."""
+        out: dict[str, dict[str, int]] = {}
+        for check, n in sorted(self.counts.items()):
+            sev = CHECKS[CheckId(check)].severity.value
+            by_sev = out.setdefault(check, {})
+            by_sev[sev] = by_sev.get(sev, 0) + n
+        for f in self.findings:  # severities that differ from the default (LOW disabled-group findings)
+            if f.severity != CHECKS[f.check].severity:
+                out[f.check.value][CHECKS[f.check].severity.value] -= 1
+                out[f.check.value][f.severity.value] = out[f.check.value].get(f.severity.value, 0) + 1
+        return {c: {s: n for s, n in v.items() if n} for c, v in out.items()}
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "reportId": self.report_id, "startedAt": self.started_at, "finishedAt": self.finished_at,
+            "remediate": self.remediate, "summary": self.summary(), "counts": dict(self.counts),
+            "findings": [f.to_json() for f in self.findings],
+            "suppressed": [{**f.to_json(), "suppression": asdict(s)} for f, s in self.suppressed],
+            "suppressions": [asdict(s) for s in self.suppressions],
+            "remediations": [r.to_json() for r in self.remediations],
+            "errors": list(self.errors), "notes": list(self.notes),
+            "groups": [g.to_json() for g in self.groups],
+        }
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> AuditReport:
+        def sup(d: Mapping[str, Any]) -> SuppressionRecord:
+            return SuppressionRecord(**d)
+
+        return cls(
+            doc["reportId"], doc["startedAt"], doc["finishedAt"], bool(doc.get("remediate")),
+            tuple(Finding.from_json(f) for f in doc.get("findings", ())),
+            tuple((Finding.from_json(f), sup(f["suppression"])) for f in doc.get("suppressed", ())),
+            tuple(sup(s) for s in doc.get("suppressions", ())),
+            tuple(Remediation(r["eventId"], r["originalEventId"], r["target"], r["status"],
+                              tuple(r.get("checks", ())), r.get("error"))
+                  for r in doc.get("remediations", ())),
+            dict(doc.get("counts", {})), tuple(doc.get("errors", ())), tuple(doc.get("notes", ())),
+            tuple(GroupSnapshot.from_json(g) for g in doc.get("groups", ())),
+        )
+
+
+_SEVERITY_ORDER = {s: i for i, s in enumerate(Severity)}
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], width: int = 60) -> list[str]:
+    cut = [[c if len(c) <= width else c[: width - 1] + "…" for c in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cut)) if cut else len(h) for i, h in enumerate(headers)]
+    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
+    out = [line, "  ".join("-" * w for w in widths)]
+    out.extend("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cut)
+    return out
+
+
+def render_table(report: AuditReport) -> str:
+    """The human view: a summary line, findings by severity, suppressed findings, remediations, errors."""
+    total = sum(report.counts.values())
+    head = (f"audit {report.report_id} at {report.started_at}: {total} finding(s), "
+            f"{len(report.suppressed)} suppressed, {len(report.remediations)} remediation(s)")
+    lines = [head]
+    ordered = sorted(report.findings, key=lambda f: (_SEVERITY_ORDER[f.severity], f.check, f.resource))
+    if ordered:
+        lines += ["", *_table(["SEVERITY", "CHECK", "RESOURCE", "EVIDENCE", "ACTION"],
+                              [[f.severity, f.check, f.resource, f.evidence, f.action] for f in ordered])]
+    shown = {c: sum(1 for f in report.findings if f.check == c) for c in report.counts}
+    lines += [f"({n - shown[c]} more {c} not listed)"
+              for c, n in sorted(report.counts.items()) if n > shown[c]]
+    if report.suppressed:
+        rows = [[f.check, f.resource, s.until, s.reason] for f, s in report.suppressed]
+        lines += ["", "Suppressed:", *_table(["CHECK", "RESOURCE", "UNTIL", "REASON"], rows)]
+    if report.remediations:
+        lines += ["", "Remediations:", *_table(["EVENT", "REPEATS", "TARGET", "STATUS"],
+                                               [[r.event_id, r.original_event_id, r.target, r.status]
+                                                for r in report.remediations])]
+    lines += [f"error: {e}" for e in report.errors] + [f"note: {n}" for n in report.notes]
+    return "\n".join(lines)

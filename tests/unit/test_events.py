@@ -1,0 +1,200 @@
+"""The lifecycle-event contract: valid payloads parse, every problem is listed, IDs are strict."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from shared.errors import Rejected
+from shared.events import EventType, parse_event, schema_text
+from tests.support.certs import make_ca, make_leaf
+
+PAYLOADS = Path(__file__).parent / "payloads"
+SCHEMA_FILE = Path(__file__).resolve().parents[2] / "schemas" / "lifecycle-event.schema.json"
+
+
+def payload(name: str) -> dict:
+    return json.loads((PAYLOADS / name).read_text(encoding="utf-8"))
+
+
+def base(**overrides) -> dict:
+    event = {
+        "eventId": "evt-1",
+        "type": "lost",
+        "registrationId": "dev-1",
+        "occurredAt": "2025-06-01T09:30:00Z",
+        "source": "tracker",
+    }
+    event.update(overrides)
+    return {k: v for k, v in event.items() if v is not None}
+
+
+def fields_of(body) -> set[str]:
+    with pytest.raises(Rejected) as info:
+        parse_event(body)
+    return {e.field for e in info.value.errors}
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in PAYLOADS.glob("valid-*.json")))
+def test_valid_payloads_parse(name):
+    event = parse_event((PAYLOADS / name).read_text(encoding="utf-8"))
+    assert event.target
+
+
+def test_registration_id_keeps_spelling_and_compares_lower_case():
+    event = parse_event(payload("valid-lost-device.json"))
+    assert event.registration_id == "Sensor-A-001"
+    assert event.target_key == "sensor-a-001"
+    assert event.type is EventType.LOST
+    assert event.correlation_id == "corr-42"
+    assert not event.is_group
+
+
+def test_group_event_targets_the_group():
+    event = parse_event(payload("valid-retired-group.json"))
+    assert event.is_group
+    assert event.target == "line-a"
+    assert event.delete_group
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        (
+            "invalid-everything.json",
+            {
+                "eventId",
+                "type",
+                "registrationID",
+                "registrationId",
+                "deviceId",
+                "occurredAt",
+                "source",
+                "note",
+                "force",
+                "deleteGroup",
+            },
+        ),
+        ("invalid-both-targets.json", {"registrationId"}),
+        ("invalid-group-with-device-fields.json", {"deviceId", "certificate", "deleteGroup"}),
+        ("invalid-missing-required.json", {"eventId", "type", "occurredAt", "source"}),
+    ],
+)
+def test_every_problem_is_listed_with_its_field(name, expected):
+    assert fields_of(payload(name)) == expected
+
+
+def test_misspelt_field_is_rejected_with_a_hint():
+    with pytest.raises(Rejected) as info:
+        parse_event(base(registrationId=None, registrationID="dev-1"))
+    reasons = {e.field: e.reason for e in info.value.errors}
+    assert "did you mean 'registrationId'" in reasons["registrationID"]
+    assert "exactly one" in reasons["registrationId"]
+
+
+@pytest.mark.parametrize("body", ["not json", "[1, 2]", b"\xff\xfe", "42"])
+def test_non_object_bodies_are_rejected_without_a_traceback(body):
+    assert fields_of(body) == {"$"}
+
+
+@pytest.mark.parametrize(
+    "bad_id",
+    [
+        "dev'1",
+        "dev 1",
+        "dev;1",
+        "dev/1",
+        'dev"1',
+        "-dev",
+        "dev.",
+        "dev_",
+        "",
+        "x" * 129,
+        "dév",
+        "dev\n1",
+        "a' OR '1'='1",
+    ],
+)
+def test_injection_like_registration_ids_are_rejected(bad_id):
+    assert "registrationId" in fields_of(base(registrationId=bad_id))
+
+
+@pytest.mark.parametrize("bad_id", ["grp'1", "grp 1", "grp;1", "grp/1"])
+def test_injection_like_group_ids_are_rejected(bad_id):
+    assert "enrollmentGroupId" in fields_of(
+        base(registrationId=None, enrollmentGroupId=bad_id, type="retired")
+    )
+
+
+@pytest.mark.parametrize("bad_id", ["dev'1", "dev 1", "dev;1", "dev/1", "dev+1", "dev#1", "dév"])
+def test_injection_like_device_ids_are_rejected(bad_id):
+    assert fields_of(base(deviceId=bad_id)) == {"deviceId"}
+
+
+@pytest.mark.parametrize("good_id", ["dev-1", "A.b_c:d-", "x" * 128, "7"])
+def test_valid_registration_ids_pass(good_id):
+    assert parse_event(base(registrationId=good_id)).registration_id == good_id
+
+
+@pytest.mark.parametrize("good_id", ["dev(1)", "a=b@c$d", "x%y*z?!,:"])
+def test_hub_device_id_punctuation_is_allowed(good_id):
+    assert parse_event(base(deviceId=good_id)).device_id == good_id
+
+
+@pytest.mark.parametrize("when", ["2025-06-01", "2025-06-01T09:30:00", 1717234200, "June 1st"])
+def test_occurred_at_must_be_rfc3339_with_offset(when):
+    assert fields_of(base(occurredAt=when)) == {"occurredAt"}
+
+
+def test_certificate_must_be_a_parseable_pem():
+    assert fields_of(base(certificate="-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")) == {
+        "certificate"
+    }
+
+
+def test_certificate_cn_must_be_a_registration_id():
+    leaf = make_leaf("bad cn with spaces", make_ca("Root"))
+    assert fields_of(base(certificate=leaf.pem)) == {"certificate"}
+
+
+def test_certificate_chain_is_available_leaf_first():
+    root = make_ca("Root")
+    leaf = make_leaf("dev-1", root)
+    event = parse_event(base(certificate=leaf.pem + root.pem))
+    assert [c.common_name for c in event.certificate_chain()] == ["dev-1", "Root"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"deleteGroup": True}, "deleteGroup"),
+        (
+            {"registrationId": None, "enrollmentGroupId": "g1", "type": "compromised", "deleteGroup": True},
+            "deleteGroup",
+        ),
+        ({"force": True, "type": "stolen"}, "force"),
+    ],
+)
+def test_flags_only_where_meaningful(overrides, field):
+    assert fields_of(base(**overrides)) == {field}
+
+
+def test_event_is_frozen():
+    event = parse_event(base())
+    with pytest.raises(ValueError, match="frozen"):
+        event.note = "changed"
+
+
+def test_committed_schema_equals_the_generated_one():
+    assert SCHEMA_FILE.read_text(encoding="utf-8") == schema_text(), (
+        "regenerate: python -m shared.events --schema > schemas/lifecycle-event.schema.json"
+    )
+
+
+def test_schema_rejects_unknown_fields_and_requires_a_target():
+    schema = json.loads(schema_text())
+    assert schema["additionalProperties"] is False
+    assert {"eventId", "type", "occurredAt", "source"} <= set(schema["required"])
+    assert {"required": ["registrationId"]} in schema["oneOf"]

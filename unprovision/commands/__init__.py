@@ -1,0 +1,1 @@
+"""CLI commands: each module here is one subcommand (see ``unprovision.cli`` for the contract)."""

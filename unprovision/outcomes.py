@@ -1,0 +1,150 @@
+"""What an event came to, and the ONE table mapping errors to what entry points do about them.
+
+Entry points (queue, HTTP, work-queue triggers, CLI) call ``classify(exc)`` and act on the ``Disposition``:
+ack or raise for redelivery, and which HTTP status to answer. ``Outcome`` is the result the orchestrator
+returns, the journal can rebuild and the notifier publishes (``to_dict`` is JSON-ready).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared.errors import (
+    AuthFailed,
+    Conflict,
+    HubNotConfigured,
+    NotFound,
+    Permanent,
+    PreconditionFailed,
+    Rejected,
+    Throttled,
+    Transient,
+    UnprovisionError,
+)
+from shared.plan import Plan
+from shared.ports import EventRecord
+from shared.revocation import plan_from_dict, plan_to_dict
+
+__all__ = [
+    "Disposition", "Outcome", "StepResult", "classify", "http_status", "plan_from_dict", "plan_to_dict",
+]
+
+TERMINAL = frozenset({"completed", "failed", "refused", "rejected"})
+
+
+@dataclass(frozen=True)
+class StepResult:
+    index: int
+    kind: str
+    target: str
+    outcome: str  # StepOutcome value
+    hub: str | None = None
+    before: str | None = None
+    after: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    event_id: str
+    status: str  # completed | failed | refused | rejected | in_progress | dry_run
+    steps: tuple[StepResult, ...] = ()
+    warnings: tuple[str, ...] = ()
+    plan: Plan | None = None
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "eventId": self.event_id,
+            "status": self.status,
+            "steps": [_drop_none({
+                "index": s.index, "kind": s.kind, "target": s.target, "outcome": s.outcome, "hub": s.hub,
+                "before": s.before, "after": s.after, "error": s.error,
+            }) for s in self.steps],
+            "warnings": list(self.warnings),
+            "plan": plan_to_dict(self.plan) if self.plan is not None else None,
+            "error": self.error,
+        }
+
+    @classmethod
+    def from_record(cls, record: EventRecord) -> Outcome:
+        """The stored outcome of an event: the latest record of each step, in plan order."""
+        plan = plan_from_dict(record.plan) if record.plan else None
+        return cls(
+            event_id=record.event_id, status=record.status, steps=latest_steps(record, plan),
+            warnings=plan.warnings if plan else (), plan=plan, error=record.error,
+        )
+
+
+def latest_steps(record: EventRecord, plan: Plan | None = None) -> tuple[StepResult, ...]:
+    """The latest record of each plan step (bookkeeping records beyond the plan, e.g. batches, left out)."""
+    limit = len(plan.steps) if plan is not None else None
+    latest: dict[int, StepResult] = {}
+    for s in record.steps:
+        if limit is None or s.index < limit:
+            latest[s.index] = StepResult(s.index, s.kind, s.target, s.outcome, s.hub, s.before, s.after,
+                                         s.error)
+    return tuple(latest[i] for i in sorted(latest))
+
+
+def _drop_none(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if v is not None}
+
+
+# ------------------------------------------------------------------------------------------------------
+# Errors -> dispositions
+# ------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Disposition:
+    """What an entry point does with an error: the outcome status, retry (raise so the host redelivers) or
+    ack, and the HTTP status for the operator API."""
+
+    status: str
+    retry: bool
+    http_status: int
+    code: str
+    retry_after: float | None = None
+    details: tuple[Mapping[str, str], ...] = field(default_factory=tuple)
+
+
+# Most specific first: the first matching class wins. HTTP codes are this app's choice (see docs/engine.md):
+# 503 = try later, 502 = an upstream refused us or is not configured (not the caller's fault),
+# 404/409/422 = the request cannot succeed as it stands.
+_TABLE: tuple[tuple[type[BaseException], str, bool, int, str], ...] = (
+    (Rejected, "rejected", False, 400, "invalid_event"),
+    (Throttled, "in_progress", True, 503, "throttled"),
+    (PreconditionFailed, "in_progress", True, 503, "concurrent_change"),
+    (Transient, "in_progress", True, 503, "transient"),
+    (AuthFailed, "failed", False, 502, "upstream_auth_failed"),
+    (HubNotConfigured, "failed", False, 502, "hub_not_configured"),
+    (NotFound, "failed", False, 404, "not_found"),
+    (Conflict, "failed", False, 409, "conflict"),
+    (Permanent, "failed", False, 422, "permanent"),
+    (UnprovisionError, "failed", False, 500, "error"),
+)
+
+
+def classify(exc: BaseException) -> Disposition:
+    """The disposition for ``exc``. Anything outside the hierarchy is a bug: 500 and retried, so the host's
+    bounded redelivery (then the poison queue) keeps the message rather than losing it."""
+    for cls, status, retry, http, code in _TABLE:
+        if isinstance(exc, cls):
+            retry_after = exc.retry_after if isinstance(exc, Transient) else None
+            details = tuple({"field": e.field, "reason": e.reason} for e in exc.errors) \
+                if isinstance(exc, Rejected) else ()
+            return Disposition(status, retry, http, code, retry_after, details)
+    return Disposition("failed", True, 500, "internal_error")
+
+
+# Outcome status -> HTTP status for the operator API; 202 while group work is still running.
+_HTTP_BY_STATUS: Mapping[str, int] = {
+    "completed": 200, "dry_run": 200, "in_progress": 202, "refused": 409, "rejected": 400, "failed": 422,
+}
+
+
+def http_status(outcome: Outcome) -> int:
+    return _HTTP_BY_STATUS.get(outcome.status, 500)
