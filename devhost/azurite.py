@@ -18,6 +18,7 @@ Usage::
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import subprocess
@@ -168,4 +169,6 @@ def start_azurite(
                 proc.kill()
             proc.wait()
         raise
-    return AzuriteHandle(ports=ports, processes=list(procs.values()), location=location)
+    handle = AzuriteHandle(ports=ports, processes=list(procs.values()), location=location)
+    atexit.register(handle.stop)  # no orphans if the owner never stops it; stop() is idempotent
+    return handle

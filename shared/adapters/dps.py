@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any, TypeVar
 
 from provisioningserviceclient import ProvisioningServiceClient, QuerySpecification
@@ -166,7 +167,7 @@ class DpsProvisioningService:
                 return Change(StepOutcome.ALREADY_DONE, before=before, after=before)
             model.provisioning_status = status.value
             try:
-                self._call(what, lambda model=model: self._client.create_or_update(model))
+                self._call(what, partial(self._client.create_or_update, model))
             except PreconditionFailed:
                 log.info("%s: ETag changed underneath (attempt %d), re-reading", what, attempt)
                 continue

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from functools import partial
 from typing import Any, TypeVar
 
 from azure.iot.hub import IoTHubRegistryManager
@@ -141,8 +142,8 @@ class HubDeviceRegistry:
             device.status_reason = reason[:STATUS_REASON_MAX] if reason else None
             etag = _quoted(device.etag)
             try:
-                self.call(what, lambda d=device, e=etag: self.protocol.devices.create_or_update_identity(
-                    device_id, d, e))
+                write = partial(self.protocol.devices.create_or_update_identity, device_id, device, etag)
+                self.call(what, write)
             except PreconditionFailed:
                 log.info("%s: ETag changed underneath (attempt %d), re-reading", what, attempt)
                 continue

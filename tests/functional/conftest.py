@@ -28,6 +28,7 @@ def toy_settings() -> dict[str, str]:
         "TOY_QUEUE": f"toy-work-{suffix}",
         "TOY_FAIL_QUEUE": f"toy-fail-{suffix}",
         "TOY_SCHEDULE": "0 */5 * * * *",
+        "ToyStorage": "UseDevelopmentStorage=true",  # mapped to the session's Azurite by the host
     }
 
 

@@ -1,4 +1,4 @@
-"""Group fan-out: streaming, per-hub bulk batches, the throttle, progress, scale-out batches and completion."""
+"""Group fan-out: streaming, per-hub bulk batches, throttle, progress, scale-out batches and completion."""
 
 from __future__ import annotations
 
@@ -117,7 +117,7 @@ def test_batches_are_full_per_hub_and_yielded_as_soon_as_they_fill() -> None:
     assert (hub, len(ids)) == (HUBS[0], 100)
     assert fleet.dps.pulled["fleet-grp"] == 199
     rest = [(h, len(i)) for h, i in batches]
-    assert sorted(rest) == [(HUBS[0], 25), (HUBS[1], 100), (HUBS[1], 25)]
+    assert sorted(rest) == [(HUBS[0], 25), (HUBS[1], 25), (HUBS[1], 100)]
 
 
 def test_a_bulk_call_never_takes_more_than_100_devices() -> None:
@@ -203,7 +203,9 @@ def test_a_redelivered_batch_is_counted_once_and_a_late_duplicate_changes_nothin
     assert record is not None
     assert record.status == "completed"
     assert len(fleet.notifier.published) == 1
-    assert sum(r.calls["bulk_disable"] for r in fleet.hubs.values()) == 3  # the last duplicate was a no-op
+    # Accepted bulk calls (a 429 from the simulated hub is retried and not counted): the late duplicate
+    # of the second batch arrived after completion and made no call.
+    assert sum(len(r.bulk_calls) for r in fleet.hubs.values()) == 3
 
 
 def test_scale_out_emission_is_lazy_too() -> None:

@@ -1,0 +1,157 @@
+"""Audit report history and suppressions on Azure Table storage (the journal's account; Azurite locally).
+
+Tables (``<prefix>`` as for the journal):
+
+* ``<prefix>auditreports`` — PartitionKey ``report``; RowKey = inverted start time + report ID, so a plain
+  partition scan is newest first. The JSON document is split over string properties of 30,000 characters.
+  An entity holds at most 1 MiB, so a document above ``DOC_LIMIT`` characters is stored with fewer findings
+  (``storedFindingsTruncated: true``); the counts and summary are always complete.
+* ``<prefix>auditsuppressions`` — PartitionKey = check ID, RowKey = encoded lower-cased resource; ``put``
+  replaces (upsert), so re-suppressing extends or shortens the expiry.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from azure.core.exceptions import ResourceExistsError
+from azure.data.tables import TableServiceClient, UpdateMode
+
+from shared.adapters.journal_memory import encode_key, newest_first_key
+from shared.adapters.storage_errors import stream_pages, with_retry
+from shared.errors import NotFound
+from shared.ports import SuppressionRecord
+
+CHUNK = 30_000
+DOC_LIMIT = 14 * CHUNK  # ~840 KB of UTF-16, below the 1 MiB entity limit with room for the other properties
+REPORT_PARTITION = "report"
+_CLIENT_OPTIONS: dict[str, Any] = {"retry_total": 0, "connection_timeout": 5, "read_timeout": 20}
+
+
+def _service(connection_string: str) -> TableServiceClient:
+    return TableServiceClient.from_connection_string(connection_string, **_CLIENT_OPTIONS)
+
+
+def _ensure(service: TableServiceClient, name: str) -> None:
+    with contextlib.suppress(ResourceExistsError):
+        with_retry(lambda: service.create_table_if_not_exists(name), f"create table {name}")
+
+
+def _fit(report: Mapping[str, Any]) -> str:
+    """The document as JSON, halving the listed findings until it fits in one entity."""
+    doc = dict(report)
+    text = json.dumps(doc, separators=(",", ":"))
+    while len(text) > DOC_LIMIT and (doc.get("findings") or doc.get("suppressed")):
+        for key in ("findings", "suppressed"):
+            doc[key] = list(doc.get(key) or [])[: len(doc.get(key) or []) // 2]
+        doc["storedFindingsTruncated"] = True
+        text = json.dumps(doc, separators=(",", ":"))
+    return text
+
+
+def _started(report: Mapping[str, Any]) -> datetime:
+    try:
+        return datetime.fromisoformat(str(report["startedAt"]).replace("Z", "+00:00"))
+    except (KeyError, ValueError):
+        return datetime.now(UTC)
+
+
+class TableAuditReportStore:
+    """``AuditReportStore`` on one table."""
+
+    def __init__(self, service: TableServiceClient, *, prefix: str = "", page_size: int = 20) -> None:
+        self._service = service
+        self._name = f"{prefix}auditreports"
+        self._table = service.get_table_client(self._name)
+        self._page_size = page_size
+
+    @classmethod
+    def from_connection_string(cls, connection_string: str, *, prefix: str = "") -> TableAuditReportStore:
+        store = cls(_service(connection_string), prefix=prefix)
+        _ensure(store._service, store._name)
+        return store
+
+    def save(self, report: Mapping[str, Any]) -> None:
+        report_id = str(report["reportId"])
+        text = _fit(report)
+        row: dict[str, Any] = {
+            "PartitionKey": REPORT_PARTITION, "RowKey": newest_first_key(_started(report), report_id),
+            "ReportId": report_id, "StartedAt": str(report.get("startedAt", "")),
+            "Summary": json.dumps(report.get("summary", {}))[:CHUNK],
+        }
+        chunks = [text[i : i + CHUNK] for i in range(0, len(text), CHUNK)]
+        row["DocChunks"] = len(chunks)
+        row.update({f"Doc{i}": c for i, c in enumerate(chunks)})
+        with_retry(lambda: self._table.upsert_entity(row, mode=UpdateMode.REPLACE), "save audit report")
+
+    def get(self, report_id: str) -> Mapping[str, Any] | None:
+        rows = self._table.query_entities(
+            "PartitionKey eq @pk and ReportId eq @rid", parameters={"pk": REPORT_PARTITION, "rid": report_id},
+            results_per_page=self._page_size,
+        )
+        for row in stream_pages(rows.by_page(), "get audit report"):
+            return _document(row)
+        return None
+
+    def iter_reports(self, limit: int | None = None) -> Iterator[Mapping[str, Any]]:
+        rows = self._table.query_entities(
+            "PartitionKey eq @pk", parameters={"pk": REPORT_PARTITION},
+            results_per_page=min(self._page_size, limit or self._page_size),
+        )
+        for n, row in enumerate(stream_pages(rows.by_page(), "list audit reports")):
+            if limit is not None and n >= limit:
+                return
+            yield _document(row)
+
+
+def _document(row: Mapping[str, Any]) -> Mapping[str, Any]:
+    text = "".join(row.get(f"Doc{i}", "") for i in range(int(row.get("DocChunks", 0))))
+    doc: Mapping[str, Any] = json.loads(text)
+    return doc
+
+
+class TableSuppressionStore:
+    """``SuppressionStore`` on one table."""
+
+    def __init__(self, service: TableServiceClient, *, prefix: str = "") -> None:
+        self._service = service
+        self._name = f"{prefix}auditsuppressions"
+        self._table = service.get_table_client(self._name)
+
+    @classmethod
+    def from_connection_string(cls, connection_string: str, *, prefix: str = "") -> TableSuppressionStore:
+        store = cls(_service(connection_string), prefix=prefix)
+        _ensure(store._service, store._name)
+        return store
+
+    @staticmethod
+    def _keys(check: str, resource: str) -> tuple[str, str]:
+        return encode_key(check), encode_key(resource.lower())
+
+    def put(self, suppression: SuppressionRecord) -> None:
+        pk, rk = self._keys(suppression.check, suppression.resource)
+        row = {
+            "PartitionKey": pk, "RowKey": rk, "Check": suppression.check, "Resource": suppression.resource,
+            "Until": suppression.until, "Reason": suppression.reason,
+            "CreatedAt": suppression.created_at or "",
+        }
+        with_retry(lambda: self._table.upsert_entity(row, mode=UpdateMode.REPLACE), "save suppression")
+
+    def delete(self, check: str, resource: str) -> bool:
+        pk, rk = self._keys(check, resource)
+        try:
+            with_retry(lambda: self._table.get_entity(pk, rk), "read suppression")
+        except NotFound:
+            return False
+        with_retry(lambda: self._table.delete_entity(pk, rk), "delete suppression")
+        return True
+
+    def iter_all(self) -> Iterator[SuppressionRecord]:
+        pages = self._table.list_entities(results_per_page=100).by_page()
+        for row in stream_pages(pages, "list suppressions"):
+            yield SuppressionRecord(row["Check"], row["Resource"], row["Until"], row["Reason"],
+                                    row.get("CreatedAt") or None)
