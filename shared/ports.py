@@ -167,7 +167,7 @@ class Notifier(Protocol):
 class WorkQueue(Protocol):
     """Where group fan-out work goes in scale-out mode: one message per batch of ≤100 devices of one hub.
 
-    Message shape: ``{"eventId", "groupId", "hub", "action", "deviceIds": [...], "batch": n}``; a queue-triggered
+    Message keys: eventId, groupId, hub, action, deviceIds (≤100), batch, run, stepIndex. A queue-triggered
     function consumes each with ``unprovision.groupwork.apply_batch``. Delivery is at least once.
     """
 

@@ -248,7 +248,8 @@ class _Run:
     def _record(self, index: int, step: Step, outcome: StepOutcome, *, before: str | None = None,
                 after: str | None = None, error: str | None = None) -> None:
         self.journal.record_step(self.key.event_id, StepRecord(
-            index=index, kind=step.kind.value, target=step.target, outcome=StepOutcome(outcome).value, hub=step.hub,
+            index=index, kind=step.kind.value, target=step.target, outcome=StepOutcome(outcome).value,
+            hub=step.hub,
             before=None if before is None else str(before), after=None if after is None else str(after),
             error=error))
 

@@ -292,7 +292,9 @@ class HubRegistries:
 
     ``connections`` maps host name → connection string; a host whose value is empty or None uses
     identity-based access with ``credential`` (default: azure-identity ``DefaultAzureCredential``,
-    created once, on first use). An unknown hub raises ``HubNotConfigured``.
+    created once, on first use). An unknown hub raises ``HubNotConfigured`` — unless
+    ``identity_fallback`` is set, for deployments whose settings list only the hubs that use keys
+    (``Settings.iothub_connection`` returns None for every other hub).
     """
 
     def __init__(
@@ -302,8 +304,10 @@ class HubRegistries:
         credential: Any | None = None,
         retrier: Retrier | None = None,
         ca_bundle: str | None = None,
+        identity_fallback: bool = False,
     ) -> None:
         self._connections = {hub.lower(): (hub, cs or None) for hub, cs in connections.items()}
+        self._identity_fallback = identity_fallback
         self._credential = credential
         self._retrier = retrier
         self._ca_bundle = ca_bundle
@@ -316,9 +320,9 @@ class HubRegistries:
         key = hub.lower()
         if key in self._cache:
             return self._cache[key]
-        if key not in self._connections:
+        if key not in self._connections and not self._identity_fallback:
             raise HubNotConfigured(f"no credentials configured for hub {hub!r}")
-        name, connection_string = self._connections[key]
+        name, connection_string = self._connections.get(key, (hub, None))
         if connection_string:
             registry = HubDeviceRegistry.from_connection_string(
                 connection_string, hub=name, retrier=self._retrier, ca_bundle=self._ca_bundle

@@ -344,6 +344,20 @@ def test_identity_based_hub_asks_the_credential_for_an_iot_hub_token(clean_emula
     assert calls(clean_emulator, status="401") == 1
 
 
+def test_identity_fallback_serves_hubs_missing_from_the_map(clean_emulator: Any) -> None:
+    hub = clean_emulator.hubs[1]["hostName"]
+    credential = FixedTokenCredential()
+    strict = HubRegistries({}, credential=credential, retrier=retrier())
+    with pytest.raises(HubNotConfigured):
+        strict.for_hub(hub)
+    lenient = HubRegistries({}, credential=credential, retrier=retrier(), identity_fallback=True)
+    reg = lenient.for_hub(hub)
+    assert reg.hub == hub
+    with pytest.raises(AuthFailed):  # the emulator accepts keys only; the bearer token was really sent
+        reg.get("dev-1")
+    assert credential.scopes
+
+
 def test_bulk_disable_retries_only_the_devices_whose_etag_moved(clean_emulator: Any) -> None:
     ids = ["e-1", "e-2", "e-3"]
     create_devices(clean_emulator, ids, authentication=AuthenticationMechanism(type="certificateAuthority"))
