@@ -22,7 +22,9 @@ class UnprovisionError(Exception):
 class Rejected(UnprovisionError):
     """Bad input: recorded with its field errors, acknowledged, never retried."""
 
-    def __init__(self, errors: tuple[FieldError, ...] | list[FieldError], message: str = "invalid input") -> None:
+    def __init__(
+        self, errors: tuple[FieldError, ...] | list[FieldError], message: str = "invalid input"
+    ) -> None:
         self.errors = tuple(errors)
         detail = "; ".join(f"{e.field}: {e.reason}" for e in self.errors)
         super().__init__(f"{message}: {detail}" if detail else message)

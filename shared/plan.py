@@ -58,7 +58,7 @@ class Step:
     target: str  # registration ID, enrollment group ID or hub device ID
     reason: str
     hub: str | None = None  # hub host name, for hub steps
-    # Extra inputs, e.g. {"certificate": PEM} for a blocking enrollment, {"statusReason": "..."} for hub steps.
+    # Extra inputs: {"certificate": PEM} for a blocking enrollment, {"statusReason": ...} for hub steps.
     params: Mapping[str, str] = field(default_factory=dict)
 
     @property

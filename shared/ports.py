@@ -138,7 +138,7 @@ class Journal(Protocol):
         self, event_id: str, *, event_type: str, target: str, source: str, correlation_id: str,
         plan: Mapping[str, Any],
     ) -> EventRecord:
-        """Record the event and its plan; if the event is known already, return the stored record unchanged."""
+        """Record the event and its plan; for a known event, return the stored record unchanged."""
         ...
 
     def get(self, event_id: str) -> EventRecord | None: ...
