@@ -141,9 +141,11 @@ def _decision_error(status: int, retry_after: int | None, kind: str) -> ServiceE
 
 
 def encode(response: Response, method: str) -> WireResponse:
-    """Serialise a Response: JSON body with charset, none for 204/None."""
+    """Serialise a Response: JSON body with charset; no body for 204, ``None`` or HEAD."""
+    if method == "HEAD":
+        return WireResponse(response.status, dict(response.headers), b"")
     headers = dict(response.headers)
-    if response.body is None or response.status == 204 or (method == "DELETE" and response.status < 300):
+    if response.body is None or response.status == 204:
         return WireResponse(response.status, headers, b"")
     headers["Content-Type"] = JSON_TYPE
     return WireResponse(response.status, headers, json.dumps(response.body).encode())

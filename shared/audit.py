@@ -247,9 +247,10 @@ def check_signing_certs(group: EnrollmentGroup, now: datetime, threshold_days: i
         return []
     out: list[Finding] = []
     for cert in group.signing_certificates:
-        if not cert.not_after:
-            continue
-        expires = parse_time(cert.not_after)
+        try:
+            expires = parse_time(cert.not_after or "")
+        except ValueError:
+            continue  # no or unreadable notAfter: nothing to say about expiry
         label = f"signing certificate {cert.subject!r} (notAfter {cert.not_after})"
         if expires <= now:
             out.append(finding(CheckId.SIGNING_CERT_EXPIRED, group.group_id, f"{label} has expired"))

@@ -141,7 +141,7 @@ def run_audit(
     audit.guard("fleet", audit.check_fleet)
     if poison is not None:
         audit.guard("poison queue", lambda: audit.check_poison(poison))
-    in_force = tuple(s for s in suppressions.iter_all() if parse_time(s.until) > now)
+    in_force = _in_force(suppressions, now, audit.notes)
     active, suppressed, counts = _split(audit.found, in_force, now)
     remediations: list[Remediation] = []
     if remediate:
@@ -157,6 +157,18 @@ def run_audit(
     reports.save(report.to_json())
     log.info("audit %s summary %s", report_id, json.dumps(report.summary(), sort_keys=True))
     return report
+
+
+def _in_force(store: SuppressionStore, now: datetime, notes: list[str]) -> tuple[SuppressionRecord, ...]:
+    """Suppressions whose ``until`` is still ahead; an unreadable one is ignored and noted."""
+    out: list[SuppressionRecord] = []
+    for s in store.iter_all():
+        try:
+            if parse_time(s.until) > now:
+                out.append(s)
+        except ValueError:
+            notes.append(f"suppression {s.check} {s.resource} ignored: unreadable until {s.until!r}")
+    return tuple(out)
 
 
 def _split(
@@ -315,9 +327,15 @@ class _Audit:
         self.found.add(check_poison(poison.name, count, sample))
 
     # -- fleet join: hub devices vs registration records -----------------------------------------------------
-    def _registrations(self) -> Iterator[RegistrationState]:
-        """Every assigned record: group listings, then the record of each enabled own enrollment."""
+    def _registrations(self, *, disabled_groups: bool = True) -> Iterator[RegistrationState]:
+        """Every assigned record: group listings, then the record of each enabled own enrollment.
+
+        Records of disabled groups are stale by design (revoked devices keep them), so the
+        REGISTRATION_WITHOUT_HUB_DEVICE pass leaves them out (``disabled_groups=False``).
+        """
         for group in self.groups:
+            if not disabled_groups and group.status != ProvisioningStatus.ENABLED:
+                continue
             for reg in self._group_records(group.group_id):
                 if reg.status == "assigned" and reg.assigned_hub:
                     yield reg
@@ -345,7 +363,7 @@ class _Audit:
                 if device.status == HubDeviceStatus.ENABLED and _key(hub, device.device_id) not in in_dps:
                     self._confirm_hub_orphan(hub, device.device_id)
         skipped = 0
-        for reg in self._registrations():
+        for reg in self._registrations(disabled_groups=False):
             hub = reg.assigned_hub or ""
             if hub.lower() not in hubs:
                 skipped += 1

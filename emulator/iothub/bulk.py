@@ -26,7 +26,7 @@ MODES = ("create", "update", "updateifmatchetag", "delete", "deleteifmatchetag",
          "updatetwinifmatchetag")
 
 
-class _EntryError(Exception):
+class EntryError(Exception):
     def __init__(self, code: str, status: str) -> None:
         super().__init__(status)
         self.code = code
@@ -56,26 +56,28 @@ def _set_twin(ident: Identity, entry: dict[str, Any], *, only_if_given: bool) ->
     ident.twin_version += 1
 
 
-def _apply(state: HubState, devices: dict[str, Identity], entry: dict[str, Any]) -> None:
+def apply_entry(state: HubState, devices: dict[str, Identity], entry: dict[str, Any]) -> None:
     device_id = entry["id"]
     mode = str(entry.get("importMode") or "createOrUpdate").lower()
     ident = devices.get(device_id)
+    if mode.startswith("createorupdate"):  # import jobs only: create when missing, else update
+        mode = "create" if ident is None else mode.replace("createorupdate", "update")
     if mode == "create":
         if ident is not None:
-            raise _EntryError("DeviceAlreadyExists", f"Device {device_id} already exists.")
+            raise EntryError("DeviceAlreadyExists", f"Device {device_id} already exists.")
         if len(devices) >= state.max_devices:
-            raise _EntryError("IotHubQuotaExceeded", "Total number of devices on the hub exceeded.")
+            raise EntryError("IotHubQuotaExceeded", "Total number of devices on the hub exceeded.")
         ident = new_identity(device_id, _device_body(entry))
         _set_twin(ident, entry, only_if_given=True)
         devices[device_id] = ident
         return
     if ident is None:
-        raise _EntryError("DeviceNotFound", f"Device {device_id} not found.")
+        raise EntryError("DeviceNotFound", f"Device {device_id} not found.")
     if mode.endswith("ifmatchetag"):
         twin_mode = mode.startswith("updatetwin")
         wanted = entry.get("twinETag") if twin_mode else entry.get("eTag")
         if not _etag_ok(wanted, ident.twin_etag if twin_mode else ident.etag):
-            raise _EntryError("PreconditionFailed", "Precondition failed: the etag does not match.")
+            raise EntryError("PreconditionFailed", "Precondition failed: the etag does not match.")
     if mode.startswith("delete"):
         del devices[device_id]
     elif mode.startswith("updatetwin"):
@@ -123,9 +125,9 @@ def bulk_update(state: HubState, raw_entries: Any) -> Response:
         devices = state.raw()
         for entry in entries:
             try:
-                _apply(state, devices, entry)
-            except (_EntryError, ServiceError) as exc:
-                code, status = (exc.code, exc.status) if isinstance(exc, _EntryError) \
+                apply_entry(state, devices, entry)
+            except (EntryError, ServiceError) as exc:
+                code, status = (exc.code, exc.status) if isinstance(exc, EntryError) \
                     else (str(exc.code), exc.message)
                 errors.append({"deviceId": entry["id"], "errorCode": code, "errorStatus": status,
                                "moduleId": None, "operation": entry.get("importMode")})

@@ -3,8 +3,7 @@
 Thin handlers over ``HubState``; status codes exactly as the SDK accepts them (reference §4.2):
 PUT/GET/POST 200, DELETE 204, bulk 200 or 400. Errors use the classic body
 ``{"Message": "ErrorCode:<Name>;<detail>", "ExceptionMessage": "Tracking ID:..."}`` plus the
-``iothub-errorcode`` header (reference §4.5). Import/export jobs (``/jobs/create``) are not implemented
-(404 from the router).
+``iothub-errorcode`` header (reference §4.5). Import/export jobs: see ``emulator.iothub.jobs``.
 """
 
 from __future__ import annotations
@@ -17,6 +16,7 @@ from typing import Any
 from emulator import sas
 from emulator.http import Request, Response, Router, ServiceError
 from emulator.iothub import bulk, device_api, query
+from emulator.iothub.jobs import JobRunner
 from emulator.iothub.model import hub_error
 from emulator.iothub.state import HubState
 
@@ -44,9 +44,10 @@ def _top(request: Request) -> int | None:
         raise hub_error(400, "ArgumentInvalid", "top must be an integer.") from exc
 
 
-def build_router(state: HubState) -> Router:
-    """All hub routes: registry, twins, query, statistics, and the device-to-cloud endpoint."""
+def build_router(state: HubState, jobs: JobRunner) -> Router:
+    """All hub routes: registry, twins, query, statistics, jobs, and the device-to-cloud endpoint."""
     router = Router()
+    _job_routes(router, jobs)
 
     @router.route("GET", "/devices")
     def list_devices(request: Request) -> Response:
@@ -105,6 +106,24 @@ def build_router(state: HubState) -> Router:
     return router
 
 
+def _job_routes(router: Router, jobs: JobRunner) -> None:
+    @router.route("POST", "/jobs/create")
+    def create_job(request: Request) -> Response:
+        return Response(200, jobs.create(request.json()))
+
+    @router.route("GET", "/jobs")
+    def list_jobs(request: Request) -> Response:
+        return Response(200, jobs.list())
+
+    @router.route("GET", "/jobs/{job_id}")
+    def get_job(request: Request, job_id: str) -> Response:
+        return Response(200, jobs.get(job_id))
+
+    @router.route("DELETE", "/jobs/{job_id}")
+    def cancel_job(request: Request, job_id: str) -> Response:
+        return Response(200, jobs.cancel(job_id))
+
+
 _BUCKETS = {"/devices/query": "query", "/twins": "twin", "/jobs": "jobs", "/statistics": "registry"}
 
 
@@ -115,7 +134,9 @@ class HubService:
         self.state = state
         self.name = state.name
         self.policy_keys = dict(policy_keys)
-        self.router = build_router(state)
+        self.jobs = JobRunner(state)
+        state.reset_hooks.append(self.jobs.reset)
+        self.router = build_router(state, self.jobs)
 
     def authorize(self, request: Request) -> None:
         """Service routes need a policy SAS scoped to the host the client dialled; device routes are

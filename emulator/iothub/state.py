@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from emulator.iothub.model import Identity, hub_error, new_identity, validate_device_id
@@ -42,6 +42,7 @@ class HubState:
         self._lock = threading.RLock()
         self._devices: dict[str, Identity] = {}
         self.version = 0  # bumped on every mutation; persistence saves when it moves
+        self.reset_hooks: list[Callable[[], None]] = []  # e.g. the hub's job list, cleared with the registry
 
     # ---- internal helpers (callers hold the lock)
     def _get(self, device_id: str) -> Identity:
@@ -218,6 +219,8 @@ class HubState:
         with self._lock:
             self._devices.clear()
             self.version += 1
+        for hook in self.reset_hooks:
+            hook()
 
     def to_dict(self) -> dict[str, Any]:
         with self._lock:

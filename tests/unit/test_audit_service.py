@@ -290,3 +290,91 @@ def test_a_failing_check_is_reported_and_the_others_still_run(fleet):
     report = fleet.audit()
     assert any(e.startswith("fleet: Transient") for e in report.errors)
     assert ("POISON_MESSAGES_PENDING", "lifecycle-poison") in _found(report)
+
+
+def _cli(fleet: Fleet, *argv: str) -> tuple[int, str]:
+    import io
+    from types import SimpleNamespace
+
+    from unprovision.cli import build_parser
+    from unprovision.commands import audit as command
+
+    services = SimpleNamespace(
+        dps=fleet.dps,
+        registries=fleet.registries,
+        journal=fleet.journal,
+        poison=fleet.poison,
+        reports=fleet.reports,
+        suppressions=fleet.suppressions,
+    )
+    out = io.StringIO()
+    args = build_parser().parse_args(["audit", *argv])
+    return command.run(args, services=services, now=NOW, out=out), out.getvalue()
+
+
+def test_cli_suppress_then_audit_reports_it_suppressed_and_lists_it(fleet):
+    import json
+
+    fleet.hub.add_device("lab-1")
+    code, text = _cli(
+        fleet,
+        "suppress",
+        "HUB_DEVICE_WITHOUT_REGISTRATION",
+        f"{HUB}/lab-1",
+        "--until",
+        "2026-09-30",
+        "--reason",
+        "QA lab device",
+    )
+    assert (code, text.strip()) == (
+        0,
+        f"suppressed HUB_DEVICE_WITHOUT_REGISTRATION {HUB}/lab-1 until 2026-09-30T00:00:00Z",
+    )
+    code, text = _cli(fleet, "--json")
+    doc = json.loads(text)
+    assert code == 0
+    assert doc["findings"] == []
+    assert [s["resource"] for s in doc["suppressed"]] == [f"{HUB}/lab-1"]
+    code, text = _cli(fleet, "suppressions")
+    assert "QA lab device" in text
+    assert "(active)" in text
+
+
+def test_cli_exit_code_says_findings_remain_and_prints_a_table(fleet):
+    fleet.hub.add_device("rogue")
+    code, text = _cli(fleet)
+    assert code == 4
+    assert "HUB_DEVICE_WITHOUT_REGISTRATION" in text
+    assert f"{HUB}/rogue" in text
+
+
+@pytest.mark.parametrize(
+    ("argv", "why"),
+    [
+        (("suppress", "NOT_A_CHECK", "x", "--until", "2027-01-01", "--reason", "r"), "unknown check"),
+        (("suppress", "POISON_MESSAGES_PENDING", "q", "--until", "2020-01-01", "--reason", "r"), "future"),
+        (("suppress", "POISON_MESSAGES_PENDING", "q", "--until", "soon", "--reason", "r"), "not a date"),
+        (("suppress", "POISON_MESSAGES_PENDING", "q", "--until", "2027-01-01", "--reason", " "), "reason"),
+    ],
+)
+def test_cli_rejects_bad_suppressions_and_stores_nothing(fleet, capsys, argv, why):
+    code, _ = _cli(fleet, *argv)
+    assert code == 2
+    assert why in capsys.readouterr().err
+    assert list(fleet.suppressions.iter_all()) == []
+
+
+@pytest.mark.parametrize("event_type", ["compromised", "retired"])
+def test_a_holding_group_revocation_is_clean_whatever_it_did_to_the_devices(fleet, event_type):
+    body = {
+        "eventId": "ev-grp",
+        "type": event_type,
+        "enrollmentGroupId": "grp",
+        "occurredAt": "2026-05-01T00:00:00Z",
+        "source": "soc",
+    }
+    fleet.apply(parse_event(body))
+    assert fleet.journal.get("ev-grp").status == "completed"
+    report = fleet.audit()
+    assert report.findings == ()
+    assert report.errors == ()
