@@ -9,13 +9,9 @@ Scale (memory bounded by settings, never by fleet size; calls bounded and metere
 * Revocation checks are journal-driven: one ``history`` read per completed revocation (to skip superseded
   ones and those undone by ``found``), then point reads of exactly what it revoked. Group fan-out revocations
   stream the group's registration records and point-read each device (1 identity op each).
-* Hub ↔ DPS join: two Bloom filters of fixed size (``filter_capacity``). Pass 1 streams every registration
-  record (group listings + the record of each enabled own enrollment) into filter R; pass 2 streams every
-  hub's devices into filter H and tests each enabled device against R; pass 3 streams the registrations again
-  and tests each against H. A Bloom filter never says "absent" wrongly, so every candidate is a real miss of
-  the listing; candidates are confirmed by a point read (races, and hub devices whose ID differs from the
-  registration ID). A false "present" (≈1 % at capacity) hides a finding for that run. Point confirmations
-  stop at ``max_findings_per_check``; further candidates are counted, not confirmed (noted in the report).
+* Hub ↔ DPS join (``unprovision.audit_fleet``): two Bloom filters of fixed size (``filter_capacity``) and
+  three streaming passes; candidates are point-confirmed up to ``max_findings_per_check``, further ones are
+  counted, not confirmed (noted in the report).
 * Throttle: every call spends from a ``RateLimiter``: ``"dps"`` (service API ops), ``"<hub>"`` (identity
   registry ops, the bucket the engine shares) and ``"<hub>#query"`` (one query per listed page; S1: 20/min).
 """
@@ -49,18 +45,16 @@ from shared.audit import (
     check_parent_group,
     check_poison,
     check_signing_certs,
-    finding,
     parse_time,
     revocation_of,
     synthetic_event_id,
 )
 from shared.errors import HubNotConfigured, UnprovisionError
-from shared.model import EnrollmentGroup, HubDeviceStatus, ProvisioningStatus, RegistrationState
+from shared.model import EnrollmentGroup, RegistrationState
 from shared.plan import StepKind
 from shared.ports import (
     AuditReportStore,
     DeviceRegistries,
-    DeviceRegistry,
     Journal,
     PoisonQueue,
     ProvisioningService,
@@ -228,7 +222,7 @@ class _Audit:
             self.errors.append(f"{what}: {type(exc).__name__}: {exc}")
             log.warning("audit check %s failed: %s", what, type(exc).__name__)
 
-    def _group_records(self, group_id: str) -> Iterator[RegistrationState]:
+    def group_records(self, group_id: str) -> Iterator[RegistrationState]:
         return self.metered(self.dps.iter_group_registrations(group_id, self.cfg.page_size), DPS_KEY)
 
     def room(self, check: CheckId) -> bool:
@@ -295,7 +289,7 @@ class _Audit:
         """A group revocation's devices: stream its registration records, point-read each device."""
         deleted = StepKind.GROUP_DEVICES_DELETED.value in rev.group_fanout
         kind = (StepKind.HUB_IDENTITY_DELETED if deleted else StepKind.HUB_IDENTITY_DISABLED).value
-        for reg in self._group_records(rev.target):
+        for reg in self.group_records(rev.target):
             if reg.assigned_hub and reg.device_id and self.room(CheckId.HUB_IDENTITY_STILL_ACTIVE):
                 self._check_device(rev, kind, reg.assigned_hub, reg.device_id)
 
@@ -315,7 +309,7 @@ class _Audit:
 
     def _count_orphans(self, snapshot: GroupSnapshot) -> None:
         count, sample = 0, list[str]()
-        for reg in self._group_records(snapshot.group_id):
+        for reg in self.group_records(snapshot.group_id):
             count += 1
             if len(sample) < 5:
                 sample.append(reg.registration_id)
@@ -327,81 +321,11 @@ class _Audit:
         self.found.add(check_poison(poison.name, count, sample))
 
     # -- fleet join: hub devices vs registration records -----------------------------------------------------
-    def _registrations(self, *, disabled_groups: bool = True) -> Iterator[RegistrationState]:
-        """Every assigned record: group listings, then the record of each enabled own enrollment.
-
-        Records of disabled groups are stale by design (revoked devices keep them), so the
-        REGISTRATION_WITHOUT_HUB_DEVICE pass leaves them out (``disabled_groups=False``).
-        """
-        for group in self.groups:
-            if not disabled_groups and group.status != ProvisioningStatus.ENABLED:
-                continue
-            for reg in self._group_records(group.group_id):
-                if reg.status == "assigned" and reg.assigned_hub:
-                    yield reg
-        if not self.cfg.check_individual_registrations:
-            return
-        for enrollment in self.metered(self.dps.iter_enrollments(self.cfg.page_size), DPS_KEY):
-            if enrollment.is_blocking or enrollment.status != ProvisioningStatus.ENABLED:
-                continue
-            self.spend(DPS_KEY)
-            own = self.dps.get_registration(enrollment.registration_id)
-            if own is not None and own.status == "assigned" and own.assigned_hub:
-                yield own
-
     def check_fleet(self) -> None:
-        """Three streaming passes with two fixed-size filters (module docstring)."""
-        in_dps = BloomFilter(self.cfg.filter_capacity, self.cfg.filter_error_rate)
-        for reg in self._registrations():
-            in_dps.add(_key(reg.assigned_hub or "", _device_of(reg)))
-        in_hub = BloomFilter(self.cfg.filter_capacity, self.cfg.filter_error_rate)
-        hubs = {h.lower(): h for h in self.registries.hubs()}
-        for hub in hubs.values():
-            registry = self.registries.for_hub(hub)
-            for device in self.metered(registry.iter_devices(self.cfg.page_size), f"{hub}#query"):
-                in_hub.add(_key(hub, device.device_id))
-                if device.status == HubDeviceStatus.ENABLED and _key(hub, device.device_id) not in in_dps:
-                    self._confirm_hub_orphan(hub, device.device_id)
-        skipped = 0
-        for reg in self._registrations(disabled_groups=False):
-            hub = reg.assigned_hub or ""
-            if hub.lower() not in hubs:
-                skipped += 1
-            elif _key(hub, _device_of(reg)) not in in_hub and reg.registration_id.lower() not in self.revoked:
-                self._confirm_missing_device(self.registries.for_hub(hub), reg)
-        if skipped:
-            self.notes.append(f"{skipped} registration record(s) name hubs this app has no credentials for")
+        """Hub identities vs DPS registration records, in fixed memory (``unprovision.audit_fleet``)."""
+        from unprovision.audit_fleet import check_fleet  # imported here: that module imports this one
 
-    def _confirm_hub_orphan(self, hub: str, device_id: str) -> None:
-        check = CheckId.HUB_DEVICE_WITHOUT_REGISTRATION
-        evidence = f"enabled identity in {hub} has no DPS registration record"
-        if self.room(check):
-            self.spend(DPS_KEY)
-            reg = self.dps.get_registration(device_id)  # group devices: registration ID = device ID
-            if reg is not None and (reg.assigned_hub or "").lower() == hub.lower():
-                return
-        else:
-            evidence += " (not confirmed by a point read)"
-        self.found.add([finding(check, f"{hub}/{device_id}", evidence)])
-
-    def _confirm_missing_device(self, registry: DeviceRegistry, reg: RegistrationState) -> None:
-        check = CheckId.REGISTRATION_WITHOUT_HUB_DEVICE
-        evidence = f"record assigns {_device_of(reg)} to {reg.assigned_hub}, which has no such identity"
-        if self.room(check):
-            self.spend(registry.hub)
-            if registry.get(_device_of(reg)) is not None:
-                return
-        else:
-            evidence += " (not confirmed by a point read)"
-        self.found.add([finding(check, reg.registration_id, evidence)])
-
-
-def _key(hub: str, device_id: str) -> str:
-    return f"{hub.lower()}/{device_id}"
-
-
-def _device_of(reg: RegistrationState) -> str:
-    return reg.device_id or reg.registration_id
+        check_fleet(self)
 
 
 def _is_group(rev: Revocation) -> bool:
