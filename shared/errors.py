@@ -16,26 +16,43 @@ class FieldError:
 
 
 class UnprovisionError(Exception):
-    """Base of every error this project raises on purpose."""
+    """Base of every error this project raises on purpose.
+
+    ``status`` is the HTTP status a service answered and ``code`` its own error code (a name such as
+    ``DeviceNotFound`` or a number such as ``404201``, as text) when the error came from a service and they
+    are known; both stay None for errors raised here. They let callers decide without parsing messages.
+    """
+
+    status: int | None = None
+    code: str | None = None
+
+    def __init__(self, *args: object, status: int | None = None, code: str | None = None) -> None:
+        super().__init__(*args)
+        self.status = status
+        self.code = code
 
 
 class Rejected(UnprovisionError):
     """Bad input: recorded with its field errors, acknowledged, never retried."""
 
     def __init__(
-        self, errors: tuple[FieldError, ...] | list[FieldError], message: str = "invalid input"
+        self, errors: tuple[FieldError, ...] | list[FieldError], message: str = "invalid input", *,
+        status: int | None = None, code: str | None = None,
     ) -> None:
         self.errors = tuple(errors)
         detail = "; ".join(f"{e.field}: {e.reason}" for e in self.errors)
-        super().__init__(f"{message}: {detail}" if detail else message)
+        super().__init__(f"{message}: {detail}" if detail else message, status=status, code=code)
 
 
 class Transient(UnprovisionError):
     """A fault that may pass: retried with bounded backoff, then surfaced so the host redelivers."""
 
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, status: int | None = None,
+        code: str | None = None,
+    ) -> None:
         self.retry_after = retry_after
-        super().__init__(message)
+        super().__init__(message, status=status, code=code)
 
 
 class Throttled(Transient):

@@ -12,12 +12,20 @@ from __future__ import annotations
 import json
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from shared.certs import CertificateError, ParsedCert, parse_pem_chain
 from shared.errors import FieldError, Rejected
@@ -48,6 +56,13 @@ GROUP_SCOPE_TYPES = frozenset({EventType.COMPROMISED, EventType.RETIRED})
 # RFC 3339 date-time: a full date, "T" (or space, §5.6 note), time, and a mandatory offset.
 _RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
 _PRINTABLE = re.compile(r"[^\x00-\x1f\x7f]*")
+# Field name -> the rule of its ID kind (None when valid): registration and group IDs follow DPS, the
+# device ID the hub.
+_ID_RULES: dict[str, Callable[[str], str | None]] = {
+    "registration_id": registration_id_problem,
+    "enrollment_group_id": group_id_problem,
+    "device_id": hub_device_id_problem,
+}
 
 
 def _check(problem: str | None) -> None:
@@ -129,22 +144,10 @@ class LifecycleEvent(BaseModel):
             raise ValueError("must be an RFC 3339 date-time with an offset, e.g. 2025-01-31T12:00:00Z")
         return value
 
-    @field_validator("registration_id")
+    @field_validator(*_ID_RULES)
     @classmethod
-    def _registration_id(cls, value: str | None) -> str | None:
-        _check(registration_id_problem(value) if value is not None else None)
-        return value
-
-    @field_validator("enrollment_group_id")
-    @classmethod
-    def _group_id(cls, value: str | None) -> str | None:
-        _check(group_id_problem(value) if value is not None else None)
-        return value
-
-    @field_validator("device_id")
-    @classmethod
-    def _device_id(cls, value: str | None) -> str | None:
-        _check(hub_device_id_problem(value) if value is not None else None)
+    def _id(cls, value: str | None, info: ValidationInfo) -> str | None:
+        _check(_ID_RULES[info.field_name](value) if value is not None and info.field_name else None)
         return value
 
     @field_validator("certificate")
@@ -212,7 +215,7 @@ def cross_field_errors(raw: Mapping[str, Any]) -> list[FieldError]:
 
 
 def _field_name(loc: tuple[int | str, ...]) -> str:
-    return ".".join(str(part) for part in loc) if loc else "$"
+    return ".".join(str(part) or "\"\"" for part in loc) if loc else "$"
 
 
 def _reason(error: Mapping[str, Any], known: tuple[str, ...]) -> str:

@@ -131,6 +131,22 @@ class EventRecord:
     updated_at: str | None = None
 
 
+@dataclass(frozen=True)
+class RejectionRecord:
+    """A message that failed validation, as it came, with its field errors.
+
+    ``body`` is kept up to a limit set by the journal; ``truncated`` says it was cut. ``event_id`` is the
+    eventId the message claimed, if one could be read (never turned into an event record).
+    """
+
+    rejection_id: str
+    body: str
+    errors: tuple[Mapping[str, str], ...]
+    event_id: str | None
+    at: str  # RFC 3339, set by the journal
+    truncated: bool = False
+
+
 class Journal(Protocol):
     """Append-only record of every event and step; makes redelivery harmless and lets `found` undo `lost`."""
 
@@ -151,11 +167,21 @@ class Journal(Protocol):
         """Keep a message that failed validation with its field errors; returns the rejection's id."""
         ...
 
+    def get_rejection(self, rejection_id: str) -> RejectionRecord | None:
+        """The rejection ``record_rejection`` returned this id for; None if unknown (or not an id)."""
+        ...
+
+    def iter_rejections(self, event_id: str | None = None) -> Iterator[RejectionRecord]:
+        """Every rejection, or those that claimed ``event_id``; ordered by rejection id, streamed."""
+        ...
+
     def history(self, target: str) -> Iterator[EventRecord]:
         """Completed events on a registration or group ID (case-insensitive), newest first."""
         ...
 
-    def iter_events(self, status: str | None = None) -> Iterator[EventRecord]: ...
+    def iter_events(self, status: str | None = None) -> Iterator[EventRecord]:
+        """Event headers only (``steps`` is empty; ``get`` has them), optionally of one status."""
+        ...
 
 
 class Notifier(Protocol):

@@ -12,8 +12,10 @@ Decisions not pinned by a documented source (reference §1):
   such an event is refused (there is nothing known to revoke).
 * For an X.509 blocking enrollment the registration ID is the leaf CN (DPS keys X.509 enrollments on it); a
   different registrationId in the event is reported as a warning.
-* ``found`` removes a blocking enrollment only when its marker names a ``lost`` event in the history (or a
-  stolen/compromised one with ``force``), so a block placed by an earlier theft is never lifted by accident.
+
+Layout: one device is planned here; ``found`` in ``shared.revocation_found`` and a whole group in
+``shared.revocation_group`` (each with its own undocumented decisions). They build on ``Draft``,
+``resolve_hub`` and ``group_names`` from this module, which is why they are imported late (no cycle).
 """
 
 from __future__ import annotations
@@ -21,34 +23,27 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from shared.certs import ParsedCert, device_coverage, groups_above
-from shared.events import GROUP_SCOPE_TYPES, EventType, LifecycleEvent
+from shared.certs import ParsedCert, device_coverage
+from shared.events import EventType, LifecycleEvent
 from shared.ids import same_dps_id
 from shared.model import (
     AttestationType,
     EnrollmentGroup,
     InventorySnapshot,
-    PastRevocation,
     ProvisioningStatus,
 )
 from shared.plan import Plan, Service, Step, StepKind
 from shared.policy import EnrollmentAction, HubAction, Policy
 
-_FORCE_REQUIRED = frozenset({EventType.STOLEN.value, EventType.COMPROMISED.value})
-_DELETING = frozenset({EventType.SOLD.value, EventType.MOVED.value, EventType.RETIRED.value})
 _HUB_KIND = {
     HubAction.DISABLE: StepKind.HUB_IDENTITY_DISABLED,
     HubAction.DELETE: StepKind.HUB_IDENTITY_DELETED,
 }
-_FANOUT_KIND = {
-    HubAction.DISABLE: StepKind.GROUP_DEVICES_DISABLED,
-    HubAction.DELETE: StepKind.GROUP_DEVICES_DELETED,
-}
 _MAX_STATUS_REASON = 128
 
 
-class _Draft:
-    """Steps and warnings collected while planning one event."""
+class Draft:
+    """Steps and warnings collected while planning one event (shared with the found and group planners)."""
 
     def __init__(self, event: LifecycleEvent) -> None:
         self.event = event
@@ -81,11 +76,14 @@ class _Draft:
 
 def plan_revocation(event: LifecycleEvent, policy: Policy, snapshot: InventorySnapshot) -> Plan:
     """The plan for one validated event over the snapshot of its target (DPS steps first, then hub steps)."""
-    draft = _Draft(event)
+    from shared.revocation_found import plan_found  # late: both build on this module's Draft
+    from shared.revocation_group import plan_group
+
+    draft = Draft(event)
     if event.is_group:
-        return _plan_group(draft, policy, snapshot)
+        return plan_group(draft, policy, snapshot)
     if event.type is EventType.FOUND:
-        return _plan_found(draft, snapshot)
+        return plan_found(draft, snapshot)
     return _plan_device(draft, policy, snapshot)
 
 
@@ -97,7 +95,7 @@ def status_reason(event: LifecycleEvent) -> str:
 # --- one device -------------------------------------------------------------------------------------------
 
 
-def _plan_device(draft: _Draft, policy: Policy, snap: InventorySnapshot) -> Plan:
+def _plan_device(draft: Draft, policy: Policy, snap: InventorySnapshot) -> Plan:
     event = draft.event
     rule = policy.rule(event.type)
     reg, enr, chain = snap.registration, snap.enrollment, event.certificate_chain()
@@ -129,7 +127,7 @@ def _plan_device(draft: _Draft, policy: Policy, snap: InventorySnapshot) -> Plan
     return draft.plan()
 
 
-def _plan_unregistered(draft: _Draft, snap: InventorySnapshot, chain: tuple[ParsedCert, ...]) -> Plan:
+def _plan_unregistered(draft: Draft, snap: InventorySnapshot, chain: tuple[ParsedCert, ...]) -> Plan:
     event = draft.event
     unknown = f"unknown device: no registration, enrollment or hub identity for {event.target}"
     if not chain:
@@ -142,11 +140,11 @@ def _plan_unregistered(draft: _Draft, snap: InventorySnapshot, chain: tuple[Pars
     if not coverage.may_admit:
         return draft.refuse(f"{unknown}, and no enabled group covers its certificate")
     draft.warn(f"{event.target} has not registered yet: blocked pre-emptively so it never can; no hub step")
-    draft.steps.append(_blocking_step(draft, event.target, chain, _group_names(coverage.enabled)))
+    draft.steps.append(_blocking_step(draft, event.target, chain, group_names(coverage.enabled)))
     return draft.plan()
 
 
-def _may_fall_back(draft: _Draft, snap: InventorySnapshot, chain: tuple[ParsedCert, ...]) -> bool:
+def _may_fall_back(draft: Draft, snap: InventorySnapshot, chain: tuple[ParsedCert, ...]) -> bool:
     """Would deleting this X.509 enrollment let the device re-enroll through a group? (conservative)"""
     leaf = chain or (snap.enrollment.client_certificate if snap.enrollment else None)
     if leaf is None:
@@ -158,14 +156,14 @@ def _may_fall_back(draft: _Draft, snap: InventorySnapshot, chain: tuple[ParsedCe
         ]
         if risky:
             draft.warn(
-                f"leaf certificate unknown, enabled X.509 group(s) {_group_names(risky)} may cover it: "
+                f"leaf certificate unknown, enabled X.509 group(s) {group_names(risky)} may cover it: "
                 "enrollment disabled instead of deleted"
             )
         return bool(risky)
     coverage = device_coverage(leaf, snap.groups)
     draft.warn(*coverage.warnings)
     if coverage.may_admit:
-        names = _group_names(coverage.enabled + coverage.uncertain)
+        names = group_names(coverage.enabled + coverage.uncertain)
         draft.warn(
             f"enabled group(s) {names} cover the device's chain: deleting its enrollment would let it "
             "re-enroll, so it is disabled instead"
@@ -182,7 +180,7 @@ def _enrollment_reason(attestation: str, action: EnrollmentAction) -> str:
 
 
 def _blocking_step(
-    draft: _Draft, registration_id: str, chain: tuple[ParsedCert, ...], group: str | None
+    draft: Draft, registration_id: str, chain: tuple[ParsedCert, ...], group: str | None
 ) -> Step:
     params = {"marker": draft.event.event_id, "attestation": AttestationType.SYMMETRIC_KEY.value}
     target = registration_id
@@ -205,7 +203,7 @@ def _blocking_step(
     )
 
 
-def _resolve_hub(draft: _Draft, snap: InventorySnapshot) -> tuple[str, str] | None:
+def resolve_hub(draft: Draft, snap: InventorySnapshot) -> tuple[str, str] | None:
     """(hub, device ID) of the device's identity: registration first, then the hub device, else None."""
     reg, dev, enr, event = snap.registration, snap.hub_device, snap.enrollment, draft.event
     hub = (reg.assigned_hub if reg else None) or (dev.hub if dev else None)
@@ -232,13 +230,13 @@ def _resolve_hub(draft: _Draft, snap: InventorySnapshot) -> tuple[str, str] | No
     return hub, device_id
 
 
-def _add_hub_step(draft: _Draft, action: HubAction, snap: InventorySnapshot) -> None:
+def _add_hub_step(draft: Draft, action: HubAction, snap: InventorySnapshot) -> None:
     if action is HubAction.NONE:
         draft.warn(
             "policy leaves the hub identity unchanged; the device stays connected until it disconnects"
         )
         return
-    resolved = _resolve_hub(draft, snap)
+    resolved = resolve_hub(draft, snap)
     if resolved is None:
         return
     hub, device_id = resolved
@@ -255,158 +253,8 @@ def _add_hub_step(draft: _Draft, action: HubAction, snap: InventorySnapshot) -> 
     )
 
 
-# --- found ------------------------------------------------------------------------------------------------
-
-
-def _plan_found(draft: _Draft, snap: InventorySnapshot) -> Plan:
-    event = draft.event
-    if not snap.history:
-        return draft.refuse(f"nothing to undo: no earlier revocation of {event.target} is recorded")
-    last = snap.history[0]
-    refusal = _found_refusal(event, last)
-    if refusal:
-        return draft.refuse(refusal)
-    kinds = set(last.step_kinds)
-    enr = snap.enrollment
-    if StepKind.ENROLLMENT_DISABLED.value in kinds:
-        if enr is not None and not enr.is_blocking:
-            draft.steps.append(
-                Step(
-                    StepKind.ENROLLMENT_REENABLED,
-                    enr.registration_id,
-                    f"undo {last.event_type} event {last.event_id}: its enrollment was disabled",
-                )
-            )
-        else:
-            draft.warn(f"the enrollment disabled by {last.event_id} no longer exists; nothing to re-enable")
-    if StepKind.BLOCKING_ENROLLMENT_CREATED.value in kinds:
-        refusal = _unblock(draft, snap, last)
-        if refusal:
-            return draft.refuse(refusal)
-    if StepKind.HUB_IDENTITY_DISABLED.value in kinds:
-        resolved = _resolve_hub(draft, snap)
-        if resolved:
-            draft.steps.append(
-                Step(
-                    StepKind.HUB_IDENTITY_REENABLED,
-                    resolved[1],
-                    f"undo {last.event_type} event {last.event_id}: its hub identity was disabled",
-                    hub=resolved[0],
-                )
-            )
-    if not draft.steps:
-        return draft.refuse(f"nothing left to undo from {last.event_type} event {last.event_id}")
-    return draft.plan()
-
-
-def _found_refusal(event: LifecycleEvent, last: PastRevocation) -> str | None:
-    what = f"the last event on {event.target} was {last.event_type} ({last.event_id})"
-    if last.event_type == EventType.FOUND.value:
-        return f"nothing to undo: {what}, already undone"
-    if last.event_type in _DELETING:
-        return (
-            f"cannot undo: {what}, which deleted the enrollment and/or hub identity; re-provision the device "
-            "with a new enrollment instead"
-        )
-    if last.event_type in _FORCE_REQUIRED and not event.force:
-        return f"{what}; a found event restores it only with force=true"
-    return None
-
-
-def _unblock(draft: _Draft, snap: InventorySnapshot, last: PastRevocation) -> str | None:
-    enr = snap.enrollment
-    if enr is None or not enr.is_blocking:
-        draft.warn(f"no blocking enrollment found for {draft.event.target}; nothing to remove")
-        return None
-    origin = next((h for h in snap.history if h.event_id == enr.blocking_marker), None)
-    if origin is None:
-        draft.warn(
-            f"blocking enrollment {enr.registration_id} was created by event {enr.blocking_marker}, "
-            "which is not in this device's history; left in place"
-        )
-        return None
-    if origin.event_type in _FORCE_REQUIRED and not draft.event.force:
-        return (
-            f"the blocking enrollment was created by {origin.event_type} event {origin.event_id}; "
-            "a found event removes it only with force=true"
-        )
-    draft.steps.append(
-        Step(
-            StepKind.BLOCKING_ENROLLMENT_REMOVED,
-            enr.registration_id,
-            f"undo {last.event_type} event {last.event_id}: remove the blocking enrollment so the "
-            "device registers through its group again",
-            params={"marker": str(enr.blocking_marker)},
-        )
-    )
-    return None
-
-
-# --- a whole group ----------------------------------------------------------------------------------------
-
-
-def _plan_group(draft: _Draft, policy: Policy, snap: InventorySnapshot) -> Plan:
-    event = draft.event
-    if event.type not in GROUP_SCOPE_TYPES:
-        return draft.refuse(
-            f"{event.type.value} cannot apply to a whole group: only compromised or retired do; "
-            "send registrationId to act on one device"
-        )
-    group = next((g for g in snap.groups if same_dps_id(g.group_id, event.target)), None)
-    if group is None:
-        return draft.refuse(f"enrollment group {event.target} not found")
-    draft.steps.append(
-        Step(
-            StepKind.GROUP_DISABLED,
-            group.group_id,
-            f"{event.type.value}: a disabled group refuses every device that reaches it first",
-        )
-    )
-    if event.delete_group:
-        above = groups_above(group, snap.groups)
-        draft.warn(*above.warnings)
-        if above.may_admit:
-            draft.warn(
-                f"group {group.group_id} kept disabled, not deleted: enabled group(s) "
-                f"{_group_names(above.enabled + above.uncertain)} higher in the chain would let its "
-                "devices re-enroll"
-            )
-        else:
-            draft.steps.append(
-                Step(
-                    StepKind.GROUP_DELETED,
-                    group.group_id,
-                    "deleteGroup requested and no enabled group higher in the chain covers it",
-                )
-            )
-    below = [
-        g
-        for g in snap.groups
-        if g != group
-        and g.status is ProvisioningStatus.ENABLED
-        and group in groups_above(g, snap.groups).groups
-    ]
-    if below:
-        draft.warn(
-            f"enabled group(s) {_group_names(below)} sit below {group.group_id} in the chain and still "
-            "admit the devices they cover"
-        )
-    action = policy.rule(event.type).hub
-    if action is HubAction.NONE:
-        draft.warn("policy leaves hub identities unchanged")
-    else:
-        draft.steps.append(
-            Step(
-                _FANOUT_KIND[action],
-                group.group_id,
-                f"every device registered through {group.group_id} is {action.value}d in its own hub",
-                params={"statusReason": status_reason(event)},
-            )
-        )
-    return draft.plan()
-
-
-def _group_names(groups: tuple[EnrollmentGroup, ...] | list[EnrollmentGroup]) -> str:
+def group_names(groups: tuple[EnrollmentGroup, ...] | list[EnrollmentGroup]) -> str:
+    """Distinct group IDs, in order, for warnings."""
     return ", ".join(dict.fromkeys(g.group_id for g in groups))
 
 

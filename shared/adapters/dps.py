@@ -19,7 +19,7 @@ from provisioningserviceclient import ProvisioningServiceClient, QuerySpecificat
 
 from shared.adapters import dps_models as m
 from shared.adapters.retry import Retrier
-from shared.adapters.sdk_errors import guarded
+from shared.adapters.sdk_errors import deleted, guarded
 from shared.errors import Conflict, NotFound, PreconditionFailed
 from shared.model import (
     EnrollmentGroup,
@@ -184,11 +184,7 @@ class DpsProvisioningService:
 
     def _delete(self, what: str, fn: Callable[[], None]) -> Change:
         """Unconditional delete; 404 counts as already done (a redelivered event must not fail)."""
-        try:
-            self._call(what, fn)
-        except NotFound:
-            return Change(StepOutcome.ALREADY_DONE, before="absent", after="absent")
-        return Change(StepOutcome.DONE, before="present", after="absent")
+        return deleted(lambda: self._call(what, fn))
 
     def delete_enrollment(self, registration_id: str) -> Change:
         return self._delete(

@@ -7,25 +7,25 @@ and would drop keys, thumbprints, ``iotEdge`` and scopes (reference §10.1). A 4
 writer: re-read and retry, bounded.
 
 Bulk changes (≤100 devices a call, the service limit) use ``POST /devices``
-(``bulk_create_or_update_devices``); ``HubDeviceRegistry.bulk_disable`` documents the round trips.
-Not pinned by a source (reference §11.7): whether the service commits the successful items of a bulk
-call that answers 400; this adapter assumes it does and reports only the listed devices as failed.
+(``bulk_create_or_update_devices``), implemented in ``hub_bulk``; ``HubDeviceRegistry.bulk_disable``
+documents the round trips.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from functools import partial
 from typing import Any, TypeVar
 
 from azure.iot.hub import IoTHubRegistryManager
-from azure.iot.hub.models import AuthenticationMechanism, ExportImportDevice, QuerySpecification
+from azure.iot.hub.models import QuerySpecification
 
+from shared.adapters import hub_bulk
+from shared.adapters.hub_bulk import BULK_LIMIT, checked_ids
 from shared.adapters.retry import Retrier
-from shared.adapters.sdk_errors import guarded
-from shared.errors import HubNotConfigured, NotFound, Permanent, PreconditionFailed
+from shared.adapters.sdk_errors import deleted, guarded
+from shared.errors import HubNotConfigured, NotFound, PreconditionFailed
 from shared.model import HubDevice, HubDeviceStatus
 from shared.plan import StepOutcome
 from shared.ports import BulkResult, Change
@@ -35,17 +35,7 @@ log = logging.getLogger(__name__)
 
 ETAG_ATTEMPTS = 5
 STATUS_REASON_MAX = 128  # the registry's limit (reference §2)
-BULK_LIMIT = 100  # devices per bulk registry call (reference §4.4)
-# Device IDs safe to quote inside a registry query: the documented character set minus the quote (§2).
-_QUERYABLE_ID = re.compile(r"^[A-Za-z0-9\-.%_*?!(),:=@$]{1,128}$")
-
-
-def checked_ids(device_ids: Sequence[str]) -> list[str]:
-    """Distinct IDs in order; more than ``BULK_LIMIT`` is a caller error (the service answers 413)."""
-    unique = list(dict.fromkeys(device_ids))
-    if len(unique) > BULK_LIMIT:
-        raise ValueError(f"at most {BULK_LIMIT} devices per bulk call, got {len(unique)}")
-    return unique
+__all__ = ["BULK_LIMIT", "HubDeviceRegistry", "HubRegistries", "checked_ids", "host_name_of", "to_hub_device"]
 
 
 def _quoted(etag: str | None) -> str:
@@ -110,8 +100,13 @@ class HubDeviceRegistry:
 
     @property
     def protocol(self) -> Any:
-        """The SDK's generated client (for the bulk helper and for tests that wrap its methods)."""
+        """The SDK's generated client (for conditional writes and for tests that wrap its methods)."""
         return self._rm.protocol
+
+    @property
+    def manager(self) -> IoTHubRegistryManager:
+        """The SDK's registry manager (``hub_bulk`` posts through it)."""
+        return self._rm
 
     def call(self, what: str, fn: Callable[[], T]) -> T:
         """Run one SDK call: errors translated, transient ones retried (bounded)."""
@@ -160,11 +155,7 @@ class HubDeviceRegistry:
 
     def delete(self, device_id: str) -> Change:
         """Unconditional delete (``If-Match: "*"``); 404 counts as already done."""
-        try:
-            self.call("hub delete device", lambda: self._rm.delete_device(device_id))
-        except NotFound:
-            return Change(StepOutcome.ALREADY_DONE, before="absent", after="absent")
-        return Change(StepOutcome.DONE, before="present", after="absent")
+        return deleted(lambda: self.call("hub delete device", lambda: self._rm.delete_device(device_id)))
 
     # ---- bulk and listing ---------------------------------------------------------------------------
 
@@ -177,86 +168,11 @@ class HubDeviceRegistry:
         round for those devices only (bounded). Missing devices are reported failed ``DeviceNotFound``.
         """
         reason = reason[:STATUS_REASON_MAX] if reason else None
-        pending = checked_ids(device_ids)
-        changed: list[str] = []
-        unchanged: list[str] = []
-        failed: dict[str, str] = {}
-        for _ in range(ETAG_ATTEMPTS):
-            if not pending:
-                break
-            current = self._current(pending)
-            items = []
-            for device_id in pending:
-                model = current.get(device_id)
-                if model is None:
-                    failed[device_id] = "DeviceNotFound"
-                elif model.status == HubDeviceStatus.DISABLED.value:
-                    unchanged.append(device_id)
-                else:
-                    items.append(self._disable_item(device_id, model, reason))
-            errors = self._bulk(items, "hub bulk disable") if items else {}
-            pending = [d for d, code in errors.items() if code == "PreconditionFailed"]
-            failed.update({d: code for d, code in errors.items() if code != "PreconditionFailed"})
-            changed.extend(item.id for item in items if item.id not in errors)
-        failed.update(dict.fromkeys(pending, "PreconditionFailed"))
-        return BulkResult(changed=tuple(changed), unchanged=tuple(unchanged), failed=failed)
+        return hub_bulk.bulk_disable(self, device_ids, reason, rounds=ETAG_ATTEMPTS)
 
     def bulk_delete(self, device_ids: Sequence[str]) -> BulkResult:
         """Delete up to 100 devices in one POST (``importMode: delete``); DeviceNotFound → unchanged."""
-        ids = checked_ids(device_ids)
-        if not ids:
-            return BulkResult()
-        errors = self._bulk([ExportImportDevice(id=d, import_mode="delete") for d in ids], "hub bulk delete")
-        return BulkResult(
-            changed=tuple(d for d in ids if d not in errors),
-            unchanged=tuple(d for d in ids if errors.get(d) == "DeviceNotFound"),
-            failed={d: code for d, code in errors.items() if code != "DeviceNotFound"},
-        )
-
-    def _current(self, device_ids: Sequence[str]) -> dict[str, Any]:
-        """Current twin (or, for IDs unsafe to quote in a query, device) of each ID that exists."""
-        queryable = [d for d in device_ids if _QUERYABLE_ID.match(d)]
-        found: dict[str, Any] = {}
-        if queryable:
-            listed = ", ".join(f"'{d}'" for d in queryable)
-            # IDs were matched against _QUERYABLE_ID above: no quote can reach the query text.
-            sql = f"SELECT * FROM devices WHERE deviceId IN [{listed}]"  # noqa: S608
-            found.update({t.device_id: t for t in self.query(sql, BULK_LIMIT) if t.device_id in device_ids})
-        for device_id in device_ids:
-            if device_id not in queryable:
-                raw = self.get_raw(device_id)
-                if raw is not None:
-                    found[device_id] = raw
-        return found
-
-    def _disable_item(self, device_id: str, model: Any, reason: str | None) -> Any:
-        """An ``updateIfMatchETag`` import item that keeps the identity's authentication and scopes."""
-        auth_type = getattr(model, "authentication_type", None)
-        from_twin = not hasattr(model, "authentication")
-        if from_twin and auth_type in ("selfSigned", "certificateAuthority", "none"):
-            auth = AuthenticationMechanism(type=auth_type, x509_thumbprint=model.x509_thumbprint)
-            etag = model.device_etag
-        else:  # symmetric keys (or unknown): only the identity itself carries them
-            if not hasattr(model, "authentication"):
-                model = self.get_raw(device_id) or model
-            auth = getattr(model, "authentication", None)
-            etag = getattr(model, "etag", None) if hasattr(model, "authentication") else model.device_etag
-        return ExportImportDevice(
-            id=device_id, e_tag=etag, import_mode="updateIfMatchETag" if etag else "update",
-            status=HubDeviceStatus.DISABLED.value, status_reason=reason, authentication=auth,
-            capabilities=model.capabilities, device_scope=model.device_scope,
-            parent_scopes=model.parent_scopes,
-        )
-
-    def _bulk(self, items: list[Any], what: str) -> dict[str, str]:
-        """One bulk POST (retried when transient); the per-device error codes it reports."""
-        result = self.call(what, lambda: self._rm.bulk_create_or_update_devices(items))
-        if result is None or result.is_successful:
-            return {}
-        errors = {e.device_id: str(e.error_code) for e in (result.errors or []) if e.device_id}
-        if not errors:
-            raise Permanent(f"{what} ({self._hub}): rejected without per-device errors")
-        return errors
+        return hub_bulk.bulk_delete(self, device_ids)
 
     def query(self, sql: str, page_size: int) -> Iterator[Any]:
         """Every item of a registry query, following continuation tokens; each page retried alone."""

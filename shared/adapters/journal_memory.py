@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shared.errors import FieldError, NotFound, Rejected
-from shared.ports import EventRecord, StepRecord
+from shared.ports import EventRecord, RejectionRecord, StepRecord
 
 Clock = Callable[[], datetime]
 
@@ -98,18 +98,6 @@ def stamp_step(step: StepRecord, at: str) -> StepRecord:
 def check_status(status: str) -> None:
     if status not in STATUSES:
         raise ValueError(f"unknown journal status {status!r}; expected one of {sorted(STATUSES)}")
-
-
-@dataclass(frozen=True)
-class RejectionRecord:
-    """A message that failed validation, as it came, with its field errors."""
-
-    rejection_id: str
-    body: str
-    errors: tuple[Mapping[str, str], ...]
-    event_id: str | None
-    at: str
-    truncated: bool = False
 
 
 def new_rejection(

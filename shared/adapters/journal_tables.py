@@ -14,6 +14,8 @@ Tables (``<prefix>`` lets tests and environments share an account):
 * ``<prefix>journalrejections`` — PartitionKey = first two hex digits of the rejection id, RowKey = the
   id; body (chunked), field errors (JSON), eventId if one could be read.
 
+How one record becomes one row (property names, chunked long text) is ``journal_entities``.
+
 Race safety: ``begin`` inserts (``create_entity``) and treats "already exists" as "known"; a step attempt
 is an insert whose RowKey is the next free attempt number (a collision moves on to the next one).
 Listings stream page by page.
@@ -22,7 +24,6 @@ Listings stream page by page.
 from __future__ import annotations
 
 import functools
-import json
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -30,9 +31,16 @@ from typing import Any
 from azure.core import MatchConditions
 from azure.data.tables import TableServiceClient, UpdateMode
 
+from shared.adapters.journal_entities import (
+    header_entity,
+    rejection_entity,
+    step_entity,
+    to_header,
+    to_rejection,
+    to_step,
+)
 from shared.adapters.journal_memory import (
     Clock,
-    RejectionRecord,
     canonical_plan,
     check_status,
     clamp,
@@ -48,26 +56,14 @@ from shared.adapters.journal_memory import (
 from shared.adapters.settings import Connection, SettingsError
 from shared.adapters.storage_errors import stream_pages, with_retry
 from shared.errors import Conflict, NotFound, PreconditionFailed
-from shared.ports import EventRecord, StepRecord
+from shared.ports import EventRecord, RejectionRecord, StepRecord
 
 HEADER = "event"
-CHUNK = 30_000  # characters per string property (the service allows 64 KiB = 32K UTF-16 code units)
 PAGE_SIZE = 100
 _CAS_ATTEMPTS = 8
 _TABLE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]{2,62}$")
 # SDK retries off: storage_errors.with_retry is the one explicit retry loop; short timeouts.
 _CLIENT_OPTIONS: dict[str, Any] = {"retry_total": 0, "connection_timeout": 5, "read_timeout": 20}
-
-
-def _put_text(entity: dict[str, Any], name: str, text: str) -> None:
-    chunks = [text[i : i + CHUNK] for i in range(0, len(text), CHUNK)] or [""]
-    entity[f"{name}Chunks"] = len(chunks)
-    for i, chunk in enumerate(chunks):
-        entity[f"{name}{i}"] = chunk
-
-
-def _get_text(entity: Mapping[str, Any], name: str) -> str:
-    return "".join(entity.get(f"{name}{i}", "") for i in range(int(entity.get(f"{name}Chunks", 0))))
 
 
 def _step_key(index: int, attempt: int) -> str:
@@ -143,13 +139,12 @@ class TableJournal:
         validate_event_id(event_id)
         created = self._clock()
         history_key = newest_first_key(created, event_id)
-        header: dict[str, Any] = {
-            "PartitionKey": encode_key(event_id), "RowKey": HEADER, "EventId": event_id,
-            "EventType": event_type, "Target": target, "Source": source, "Status": "received",
-            "CorrelationId": correlation_id,
-            "CreatedAt": rfc3339(created), "UpdatedAt": rfc3339(created), "HistoryKey": history_key,
-        }
-        _put_text(header, "Plan", json.dumps(canonical_plan(plan), sort_keys=True))
+        new = EventRecord(
+            event_id=event_id, event_type=event_type, target=target, source=source, status="received",
+            correlation_id=correlation_id, plan=canonical_plan(plan),
+            created_at=rfc3339(created), updated_at=rfc3339(created),
+        )
+        header = header_entity(encode_key(event_id), HEADER, new, history_key)
         inserted = True
         try:
             with_retry(lambda: self._events.create_entity(header), "journal begin")
@@ -178,9 +173,9 @@ class TableJournal:
         latest: dict[int, StepRecord] = {}
         for row in stream_pages(rows.by_page(), "journal get"):
             if row["RowKey"] == HEADER:
-                header = _to_header(row)
+                header = to_header(row)
             else:
-                step = _to_step(row)
+                step = to_step(row)
                 latest[step.index] = step  # rows come in RowKey order: later attempts overwrite earlier
         if header is None:
             return None
@@ -193,7 +188,7 @@ class TableJournal:
         stamped = stamp_step(step, rfc3339(self._clock()))
         attempt = self._count_attempts(pk, step.index) + 1
         for _ in range(_CAS_ATTEMPTS):
-            row = _from_step(pk, _step_key(step.index, attempt), stamped)
+            row = step_entity(pk, _step_key(step.index, attempt), stamped)
             try:
                 self._insert(row, "journal record step")
                 break
@@ -227,19 +222,13 @@ class TableJournal:
             query, parameters = f"{query} and Status eq @status", {**parameters, "status": status}
         rows = self._events.query_entities(query, parameters=parameters, results_per_page=self._page_size)
         for row in stream_pages(rows.by_page(), "journal list events"):
-            yield _to_header(row)
+            yield to_header(row)
 
     # -- rejections ------------------------------------------------------------------------------------
 
     def record_rejection(self, body: str, errors: Sequence[Mapping[str, str]], event_id: str | None) -> str:
         record = new_rejection(body, errors, event_id, rfc3339(self._clock()))
-        row: dict[str, Any] = {
-            "PartitionKey": record.rejection_id[:2], "RowKey": record.rejection_id, "At": record.at,
-            "Errors": json.dumps(list(record.errors)), "Truncated": record.truncated,
-        }
-        if record.event_id is not None:
-            row["EventId"] = record.event_id
-        _put_text(row, "Body", record.body)
+        row = rejection_entity(record)
         with_retry(lambda: self._rejections.create_entity(row), "journal record rejection")
         return record.rejection_id
 
@@ -249,7 +238,7 @@ class TableJournal:
         rows = self._rejections.query_entities(
             "PartitionKey eq @pk and RowKey eq @rk", parameters={"pk": rejection_id[:2], "rk": rejection_id}
         )
-        found = [_to_rejection(r) for r in stream_pages(rows.by_page(), "journal get rejection")]
+        found = [to_rejection(r) for r in stream_pages(rows.by_page(), "journal get rejection")]
         return found[0] if found else None
 
     def iter_rejections(self, event_id: str | None = None) -> Iterator[RejectionRecord]:
@@ -261,7 +250,7 @@ class TableJournal:
             )
         )
         for row in stream_pages(rows.by_page(), "journal list rejections"):
-            yield _to_rejection(row)
+            yield to_rejection(row)
 
     # -- helpers ---------------------------------------------------------------------------------------
 
@@ -314,44 +303,4 @@ def _start(header: Mapping[str, Any]) -> dict[str, Any] | None:
     """The first step moves a ``received`` event to ``in_progress``; any other status is left alone."""
     return {"Status": "in_progress"} if header["Status"] == "received" else None
 
-
-def _opt(row: Mapping[str, Any], name: str) -> str | None:
-    value = row.get(name)
-    return None if value is None else str(value)
-
-
-def _to_header(row: Mapping[str, Any]) -> EventRecord:
-    plan_text = _get_text(row, "Plan")
-    return EventRecord(
-        event_id=str(row["EventId"]), event_type=str(row["EventType"]), target=str(row["Target"]),
-        source=str(row["Source"]), status=str(row["Status"]), correlation_id=str(row["CorrelationId"]),
-        plan=json.loads(plan_text) if plan_text else None, error=_opt(row, "Error"),
-        created_at=_opt(row, "CreatedAt"), updated_at=_opt(row, "UpdatedAt"),
-    )
-
-
-def _from_step(pk: str, row_key: str, step: StepRecord) -> dict[str, Any]:
-    row: dict[str, Any] = {
-        "PartitionKey": pk, "RowKey": row_key, "Index": step.index, "Kind": step.kind, "Target": step.target,
-        "Outcome": step.outcome, "At": step.at,
-    }
-    optional = {"Hub": step.hub, "Before": step.before, "After": step.after, "Error": step.error}
-    row.update({name: value for name, value in optional.items() if value is not None})
-    return row
-
-
-def _to_step(row: Mapping[str, Any]) -> StepRecord:
-    return StepRecord(
-        index=int(row["Index"]), kind=str(row["Kind"]), target=str(row["Target"]),
-        outcome=str(row["Outcome"]), hub=_opt(row, "Hub"), before=_opt(row, "Before"),
-        after=_opt(row, "After"), error=_opt(row, "Error"), at=_opt(row, "At"),
-    )
-
-
-def _to_rejection(row: Mapping[str, Any]) -> RejectionRecord:
-    return RejectionRecord(
-        rejection_id=str(row["RowKey"]), body=_get_text(row, "Body"),
-        errors=tuple(json.loads(str(row["Errors"]))), event_id=_opt(row, "EventId"), at=str(row["At"]),
-        truncated=bool(row.get("Truncated", False)),
-    )
 

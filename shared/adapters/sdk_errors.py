@@ -15,7 +15,9 @@ status → Permanent; ClientAuthenticationError → AuthFailed.
 
 The message names the operation, the status and the service's error code, plus at most 200 characters
 of the service's own message after ``sanitize``: SAS tokens, signatures and keys never reach logs or
-the journal.
+the journal. The translated error also carries them as attributes: ``status`` (the HTTP status, None when
+no response came back) and ``code`` (the service's error code as text, e.g. ``DeviceNotFound`` or
+``404201``; None when the service sent none or no response came back).
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ from shared.errors import (
     Transient,
     UnprovisionError,
 )
+from shared.plan import StepOutcome
+from shared.ports import Change
 
 T = TypeVar("T")
 
@@ -179,7 +183,7 @@ def translate(error: BaseException, what: str) -> UnprovisionError:
     response = response_of(error)
     code, detail = error_code_and_detail(response) if response is not None else (None, None)
     message = _message(what, status, code, detail)
-    return _by_status(status, message, getattr(response, "headers", None))
+    return _by_status(status, code, message, getattr(response, "headers", None))
 
 
 _PLAIN_BY_STATUS: dict[int, type[UnprovisionError]] = {
@@ -191,16 +195,18 @@ _PLAIN_BY_STATUS: dict[int, type[UnprovisionError]] = {
 }
 
 
-def _by_status(status: int | None, message: str, headers: Mapping[str, str] | None) -> UnprovisionError:
+def _by_status(
+    status: int | None, code: str | None, message: str, headers: Mapping[str, str] | None
+) -> UnprovisionError:
     if status is None:
-        return Permanent(message)
+        return Permanent(message, code=code)
     if status in _PLAIN_BY_STATUS:
-        return _PLAIN_BY_STATUS[status](message)
+        return _PLAIN_BY_STATUS[status](message, status=status, code=code)
     if status == 429:
-        return Throttled(message, retry_after=parse_retry_after(headers))
+        return Throttled(message, retry_after=parse_retry_after(headers), status=status, code=code)
     if status == 408 or status >= 500:
-        return Transient(message, retry_after=parse_retry_after(headers))
-    return Permanent(message)
+        return Transient(message, retry_after=parse_retry_after(headers), status=status, code=code)
+    return Permanent(message, status=status, code=code)
 
 
 def guarded(fn: Callable[[], T], what: str) -> T:
@@ -209,3 +215,13 @@ def guarded(fn: Callable[[], T], what: str) -> T:
         return fn()
     except SDK_ERRORS as error:
         raise translate(error, what) from error
+
+
+def deleted(delete: Callable[[], object]) -> Change:
+    """Run an unconditional (already guarded) delete; ``NotFound`` counts as already done, so that a
+    redelivered event does not fail. One place for the before/after words both registries journal."""
+    try:
+        delete()
+    except NotFound:
+        return Change(StepOutcome.ALREADY_DONE, before="absent", after="absent")
+    return Change(StepOutcome.DONE, before="present", after="absent")

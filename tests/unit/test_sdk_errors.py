@@ -14,17 +14,20 @@ from provisioningserviceclient.protocol import ProvisioningServiceClient as Gene
 from provisioningserviceclient.protocol.models import ProvisioningServiceErrorDetailsException
 from provisioningserviceclient.utils.auth import ConnectionStringAuthentication
 
-from shared.adapters.sdk_errors import guarded, parse_retry_after, sanitize, translate
+from shared.adapters.sdk_errors import deleted, guarded, parse_retry_after, sanitize, translate
 from shared.errors import (
     AuthFailed,
     Conflict,
+    FieldError,
     NotFound,
     Permanent,
     PreconditionFailed,
+    Rejected,
     Throttled,
     Transient,
     UnprovisionError,
 )
+from shared.plan import StepOutcome
 
 SAS = (
     "SharedAccessSignature sr=localhost%3A8443&sig=AbCdEf%2Bghij%3D&se=1700000000&skn=iothubowner"
@@ -180,3 +183,107 @@ def test_guarded_lets_unrelated_errors_through_untouched() -> None:
 def test_translate_returns_domain_errors_unchanged() -> None:
     err: UnprovisionError = NotFound("x")
     assert translate(err, "y") is err
+
+
+# ---- status and code carried as attributes ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("status", "expected"), STATUS_TABLE)
+def test_translated_hub_error_carries_the_http_status_and_error_code(
+    status: int, expected: type[Exception]
+) -> None:
+    err = translate(hub_error(status, "DeviceNotFound"), "hub get device")
+    assert type(err) is expected
+    assert (err.status, err.code) == (status, "DeviceNotFound")
+
+
+@pytest.mark.parametrize(("status", "expected"), STATUS_TABLE)
+def test_translated_dps_error_carries_the_status_and_the_numeric_error_code(
+    status: int, expected: type[Exception]
+) -> None:
+    err = translate(dps_error(status), "dps get enrollment")
+    assert type(err) is expected
+    assert (err.status, err.code) == (status, str(status * 1000 + 201))
+
+
+def test_error_code_header_is_the_code_attribute_when_present() -> None:
+    err = translate(hub_error(404, "Other", {"iothub-errorcode": "DeviceNotFound"}), "hub get")
+    assert err.code == "DeviceNotFound"
+
+
+def test_newer_hub_json_payload_gives_the_numeric_code() -> None:
+    nested = json.dumps({"errorCode": 412002, "trackingId": "t", "message": "etag mismatch"})
+    err = translate(HttpOperationError(None, response(412, {"Message": nested})), "hub update")
+    assert isinstance(err, PreconditionFailed)
+    assert (err.status, err.code) == (412, "412002")
+
+
+def test_throttled_carries_status_code_and_retry_after_together() -> None:
+    err = translate(hub_error(429, "ThrottlingBacklogTimeout", {"Retry-After": "3"}), "hub bulk")
+    assert isinstance(err, Throttled)
+    assert (err.status, err.code, err.retry_after) == (429, "ThrottlingBacklogTimeout", 3.0)
+
+
+def test_dps_error_without_cause_has_the_status_but_no_code() -> None:
+    err = translate(ProvisioningServiceError("Service Error 409 - Conflict"), "dps create")
+    assert isinstance(err, Conflict)
+    assert (err.status, err.code) == (409, None)
+
+
+def test_response_without_error_code_leaves_code_none() -> None:
+    err = translate(HttpOperationError(None, response(503, {"unrelated": 1})), "hub get")
+    assert isinstance(err, Transient)
+    assert (err.status, err.code) == (503, None)
+
+
+def test_errors_without_a_response_have_no_status_and_no_code() -> None:
+    no_connection = translate(ClientRequestError("Connection refused"), "hub get")
+    no_token = translate(ClientAuthenticationError("no credential"), "hub get")
+    assert (no_connection.status, no_connection.code) == (None, None)
+    assert (no_token.status, no_token.code) == (None, None)
+
+
+def test_domain_errors_raised_here_default_to_no_status_and_no_code() -> None:
+    rejected = Rejected([FieldError("eventId", "missing")])
+    transient = Transient("later", retry_after=2.0)
+    plain = NotFound("gone")
+    for err in (rejected, transient, plain):
+        assert (err.status, err.code) == (None, None)
+    assert transient.retry_after == 2.0
+    assert str(rejected) == "invalid input: eventId: missing"
+
+
+def test_every_error_class_accepts_status_and_code_as_keywords() -> None:
+    rejected = Rejected([FieldError("a", "b")], "bad", status=400, code="InvalidBody")
+    throttled = Throttled("slow down", retry_after=1.0, status=429, code="429001")
+    missing = NotFound("gone", status=404, code="DeviceNotFound")
+    assert (rejected.status, rejected.code, rejected.errors) == (400, "InvalidBody", (FieldError("a", "b"),))
+    assert (throttled.status, throttled.code, throttled.retry_after) == (429, "429001", 1.0)
+    assert (missing.status, missing.code, str(missing)) == (404, "DeviceNotFound", "gone")
+
+
+# ---- deleted: the one idempotent-delete rule both registries use ------------------------------------------
+
+
+def test_deleted_reports_a_real_delete_as_done() -> None:
+    calls: list[str] = []
+    change = deleted(lambda: calls.append("deleted"))
+    assert calls == ["deleted"]
+    assert (change.outcome, change.before, change.after) == (StepOutcome.DONE, "present", "absent")
+
+
+def test_deleted_counts_a_404_from_the_service_as_already_done() -> None:
+    def gone() -> None:
+        raise hub_error(404, "DeviceNotFound")
+
+    change = deleted(lambda: guarded(gone, "hub delete device"))
+    assert (change.outcome, change.before, change.after) == (StepOutcome.ALREADY_DONE, "absent", "absent")
+
+
+def test_deleted_lets_every_other_failure_through() -> None:
+    def refused() -> None:
+        raise hub_error(403, "IotHubUnauthorizedAccess")
+
+    with pytest.raises(AuthFailed) as info:
+        deleted(lambda: guarded(refused, "hub delete device"))
+    assert info.value.status == 403

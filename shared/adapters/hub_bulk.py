@@ -1,0 +1,129 @@
+"""Bulk identity changes on one IoT hub: ≤100 devices a call through ``POST /devices`` (import modes).
+
+``HubDeviceRegistry.bulk_disable`` / ``bulk_delete`` (iothub.py) are the entry points; this module holds
+their round trips so that the single-device code stays short. Everything goes through the registry's
+``call`` (errors translated, transient ones retried) and its SDK manager.
+
+Not pinned by a source (reference §11.7): whether the service commits the successful items of a bulk
+call that answers 400; this adapter assumes it does and reports only the listed devices as failed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from azure.iot.hub.models import AuthenticationMechanism, ExportImportDevice
+
+from shared.errors import Permanent
+from shared.model import HubDeviceStatus
+from shared.ports import BulkResult
+
+if TYPE_CHECKING:
+    from shared.adapters.iothub import HubDeviceRegistry
+
+BULK_LIMIT = 100  # devices per bulk registry call (reference §4.4)
+# Device IDs safe to quote inside a registry query: the documented character set minus the quote (§2).
+_QUERYABLE_ID = re.compile(r"^[A-Za-z0-9\-.%_*?!(),:=@$]{1,128}$")
+_RETRY_CODE = "PreconditionFailed"
+
+
+def checked_ids(device_ids: Sequence[str]) -> list[str]:
+    """Distinct IDs in order; more than ``BULK_LIMIT`` is a caller error (the service answers 413)."""
+    unique = list(dict.fromkeys(device_ids))
+    if len(unique) > BULK_LIMIT:
+        raise ValueError(f"at most {BULK_LIMIT} devices per bulk call, got {len(unique)}")
+    return unique
+
+
+def bulk_disable(
+    registry: HubDeviceRegistry, device_ids: Sequence[str], reason: str | None, *, rounds: int
+) -> BulkResult:
+    """Disable the devices (see ``HubDeviceRegistry.bulk_disable`` for the round trips); devices whose
+    etag moved are retried, alone, for at most ``rounds`` rounds in all."""
+    pending = checked_ids(device_ids)
+    changed: list[str] = []
+    unchanged: list[str] = []
+    failed: dict[str, str] = {}
+    for _ in range(rounds):
+        if not pending:
+            break
+        current = current_models(registry, pending)
+        items = []
+        for device_id in pending:
+            model = current.get(device_id)
+            if model is None:
+                failed[device_id] = "DeviceNotFound"
+            elif model.status == HubDeviceStatus.DISABLED.value:
+                unchanged.append(device_id)
+            else:
+                items.append(disable_item(registry, device_id, model, reason))
+        errors = post(registry, items, "hub bulk disable") if items else {}
+        pending = [d for d, code in errors.items() if code == _RETRY_CODE]
+        failed.update({d: code for d, code in errors.items() if code != _RETRY_CODE})
+        changed.extend(item.id for item in items if item.id not in errors)
+    failed.update(dict.fromkeys(pending, _RETRY_CODE))
+    return BulkResult(changed=tuple(changed), unchanged=tuple(unchanged), failed=failed)
+
+
+def bulk_delete(registry: HubDeviceRegistry, device_ids: Sequence[str]) -> BulkResult:
+    """Delete the devices in one POST (``importMode: delete``); DeviceNotFound → unchanged."""
+    ids = checked_ids(device_ids)
+    if not ids:
+        return BulkResult()
+    items = [ExportImportDevice(id=d, import_mode="delete") for d in ids]
+    errors = post(registry, items, "hub bulk delete")
+    return BulkResult(
+        changed=tuple(d for d in ids if d not in errors),
+        unchanged=tuple(d for d in ids if errors.get(d) == "DeviceNotFound"),
+        failed={d: code for d, code in errors.items() if code != "DeviceNotFound"},
+    )
+
+
+def current_models(registry: HubDeviceRegistry, device_ids: Sequence[str]) -> dict[str, Any]:
+    """Current twin (or, for IDs unsafe to quote in a query, device) of each ID that exists."""
+    queryable = [d for d in device_ids if _QUERYABLE_ID.match(d)]
+    found: dict[str, Any] = {}
+    if queryable:
+        listed = ", ".join(f"'{d}'" for d in queryable)
+        # IDs were matched against _QUERYABLE_ID above: no quote can reach the query text.
+        sql = f"SELECT * FROM devices WHERE deviceId IN [{listed}]"  # noqa: S608
+        found.update({t.device_id: t for t in registry.query(sql, BULK_LIMIT) if t.device_id in device_ids})
+    for device_id in device_ids:
+        if device_id not in queryable:
+            raw = registry.get_raw(device_id)
+            if raw is not None:
+                found[device_id] = raw
+    return found
+
+
+def disable_item(registry: HubDeviceRegistry, device_id: str, model: Any, reason: str | None) -> Any:
+    """An ``updateIfMatchETag`` import item that keeps the identity's authentication and scopes."""
+    auth_type = getattr(model, "authentication_type", None)
+    from_twin = not hasattr(model, "authentication")
+    if from_twin and auth_type in ("selfSigned", "certificateAuthority", "none"):
+        auth = AuthenticationMechanism(type=auth_type, x509_thumbprint=model.x509_thumbprint)
+        etag = model.device_etag
+    else:  # symmetric keys (or unknown): only the identity itself carries them
+        if not hasattr(model, "authentication"):
+            model = registry.get_raw(device_id) or model
+        auth = getattr(model, "authentication", None)
+        etag = getattr(model, "etag", None) if hasattr(model, "authentication") else model.device_etag
+    return ExportImportDevice(
+        id=device_id, e_tag=etag, import_mode="updateIfMatchETag" if etag else "update",
+        status=HubDeviceStatus.DISABLED.value, status_reason=reason, authentication=auth,
+        capabilities=model.capabilities, device_scope=model.device_scope,
+        parent_scopes=model.parent_scopes,
+    )
+
+
+def post(registry: HubDeviceRegistry, items: list[Any], what: str) -> dict[str, str]:
+    """One bulk POST (retried when transient); the per-device error codes it reports."""
+    result = registry.call(what, lambda: registry.manager.bulk_create_or_update_devices(items))
+    if result is None or result.is_successful:
+        return {}
+    errors = {e.device_id: str(e.error_code) for e in (result.errors or []) if e.device_id}
+    if not errors:
+        raise Permanent(f"{what} ({registry.hub}): rejected without per-device errors")
+    return errors
