@@ -1,0 +1,177 @@
+"""Builds the app's adapters from ``Settings``: the one place that knows which adapter implements which port.
+
+``build_services(settings)`` returns a frozen ``Services``; ``services()`` is the lazy per-process instance
+the trigger functions use (built from the environment on first use, then reused by every invocation of
+this worker process); ``reset_services()`` drops it (tests, settings changes) and ``install_services(s)``
+replaces it (tests that wire the app to an emulator and Azurite themselves).
+
+Storage: the journal and the audit tables live in ``Settings.journal`` (``JOURNAL_CONNECTION``, falling
+back to ``AzureWebJobsStorage``). Queues (work queue, poison queue) live in the host's storage,
+``AzureWebJobsStorage``, resolved like a binding's connection; when that is not set (CLI with
+``--emulator``), the journal's account is used. ``JOURNAL_TABLE_PREFIX`` (our addition, not in ``Settings``
+yet) prefixes the table names so several apps or test runs can share one account. Nothing here logs a key,
+SAS token or connection string.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared.adapters.audit_tables import TableAuditReportStore, TableSuppressionStore
+from shared.adapters.dps import DpsProvisioningService
+from shared.adapters.iothub import HubRegistries
+from shared.adapters.journal_tables import TableJournal
+from shared.adapters.notifier import OutcomeNotifier, OutcomeSender, ServiceBusOutcomeSender
+from shared.adapters.poison_queue import StoragePoisonQueue, poison_queue_name
+from shared.adapters.queues import StorageQueueSender
+from shared.adapters.settings import (
+    DPS_CONNECTION_STRING,
+    HOST_STORAGE,
+    Connection,
+    Settings,
+    SettingsError,
+    resolve_connection,
+)
+from shared.policy import Policy, load_policy
+from shared.ports import (
+    AuditReportStore,
+    DeviceRegistries,
+    Journal,
+    Notifier,
+    PoisonQueue,
+    ProvisioningService,
+    RateLimiter,
+    SuppressionStore,
+    WorkQueue,
+)
+from unprovision.inventory import GroupCache
+from unprovision.throttle import InMemoryRateLimiter
+
+log = logging.getLogger(__name__)
+TABLE_PREFIX_SETTING = "JOURNAL_TABLE_PREFIX"
+
+
+@dataclass(frozen=True)
+class Services:
+    """Everything an entry point needs; ``notifier`` and ``work_queue`` are None when not configured.
+
+    ``work_queue`` set means group work scales out through the work queue (the function app); the CLI
+    replaces it with None to purge in process with a progress bar.
+    """
+
+    dps: ProvisioningService
+    registries: DeviceRegistries
+    journal: Journal
+    notifier: Notifier | None
+    work_queue: WorkQueue | None
+    poison: PoisonQueue | None
+    reports: AuditReportStore
+    suppressions: SuppressionStore
+    rate_limiter: RateLimiter
+    policy: Policy
+    settings: Settings
+    group_cache: GroupCache = field(default_factory=GroupCache)
+
+
+def storage_connection_string(settings: Settings, environ: Mapping[str, str] | None = None) -> str | None:
+    """The host storage (``AzureWebJobsStorage``) as a connection string; else the journal's account."""
+    host = resolve_connection(os.environ if environ is None else environ, HOST_STORAGE)
+    if host is not None and host.connection_string:
+        return host.connection_string
+    journal = settings.journal
+    return journal.connection_string if journal is not None else None
+
+
+def _table_service(connection: Connection) -> Any:
+    from azure.data.tables import TableServiceClient
+
+    uri = connection.service_uri("table")
+    if uri is None:
+        raise SettingsError(connection.name, "identity-based, but no __tableServiceUri or __accountName")
+    return TableServiceClient(endpoint=uri, credential=connection.credential())
+
+
+def _audit_stores(connection: Connection, prefix: str) -> tuple[AuditReportStore, SuppressionStore]:
+    if connection.connection_string is not None:
+        conn = connection.connection_string
+        return (TableAuditReportStore.from_connection_string(conn, prefix=prefix),
+                TableSuppressionStore.from_connection_string(conn, prefix=prefix))
+    service = _table_service(connection)
+    return TableAuditReportStore(service, prefix=prefix), TableSuppressionStore(service, prefix=prefix)
+
+
+def _notifier(settings: Settings, sender: OutcomeSender | None) -> Notifier | None:
+    """Outcome notifications on Service Bus, off unless both settings are present (or a sender is given)."""
+    connection, entity = settings.outcome_servicebus, settings.outcome_queue_or_topic
+    if sender is None:
+        if connection is None or entity is None:
+            return None
+        namespace = connection.properties.get("fullyQualifiedNamespace")
+        sender = ServiceBusOutcomeSender(connection.connection_string or "", entity,
+                                         fully_qualified_namespace=namespace)
+
+    def on_error(exc: Exception) -> None:
+        log.warning("outcome notification failed: %s", type(exc).__name__)
+
+    return OutcomeNotifier(sender, on_error=on_error)
+
+
+def build_services(settings: Settings, *, table_prefix: str | None = None,
+                   outcome_sender: OutcomeSender | None = None,
+                   environ: Mapping[str, str] | None = None) -> Services:
+    """Adapters for ``settings``. ``outcome_sender`` replaces the Service Bus sender (tests: a recording fake
+    at that boundary); ``table_prefix`` defaults to the ``JOURNAL_TABLE_PREFIX`` setting."""
+    env = os.environ if environ is None else environ
+    if settings.dps_connection_string is None:
+        raise SettingsError(DPS_CONNECTION_STRING, "not set")
+    if settings.journal is None:
+        raise SettingsError(HOST_STORAGE, "no journal storage (JOURNAL_CONNECTION or AzureWebJobsStorage)")
+    prefix = env.get(TABLE_PREFIX_SETTING, "") if table_prefix is None else table_prefix
+    ca = settings.emulator_ca_bundle
+    dps = DpsProvisioningService.from_connection_string(settings.dps_connection_string, ca_bundle=ca)
+    registries = HubRegistries(dict(settings.iothub_connections), ca_bundle=ca)
+    journal = TableJournal.from_connection(settings.journal, prefix=prefix)
+    reports, suppressions = _audit_stores(settings.journal, prefix)
+    storage = storage_connection_string(settings, env)
+    work_queue = StorageQueueSender(storage, settings.work_queue) if storage else None
+    poison = (StoragePoisonQueue.from_connection_string(storage, poison_queue_name(settings.lifecycle_queue))
+              if storage else None)
+    services = Services(
+        dps=dps, registries=registries, journal=journal, notifier=_notifier(settings, outcome_sender),
+        work_queue=work_queue, poison=poison, reports=reports, suppressions=suppressions,
+        rate_limiter=InMemoryRateLimiter(), policy=load_policy(settings.policy_override), settings=settings,
+    )
+    log.info("services built: %r", settings)  # Settings.__repr__ hides every secret
+    return services
+
+
+_lock = threading.Lock()
+_services: Services | None = None
+
+
+def services() -> Services:
+    """The process's services, built from the environment on first use (thread-safe)."""
+    global _services  # noqa: PLW0603 - one instance per worker process, on purpose
+    with _lock:
+        if _services is None:
+            _services = build_services(Settings.from_env())
+        return _services
+
+
+def install_services(replacement: Services) -> None:
+    """Use ``replacement`` from now on (tests wiring the app to an emulator and Azurite)."""
+    global _services  # noqa: PLW0603
+    with _lock:
+        _services = replacement
+
+
+def reset_services() -> None:
+    """Forget the process's services; the next ``services()`` builds them again."""
+    global _services  # noqa: PLW0603
+    with _lock:
+        _services = None
