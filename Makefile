@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup run test lint bench clean
+.PHONY: setup run demo test lint bench clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +18,10 @@ node_modules/.installed: package.json package-lock.json
 setup: $(VENV)/.installed node_modules/.installed
 
 run: setup
-	$(PY) -m unprovision plan samples/events/lost-x509-group-member.json --inventory samples/inventory.json
+	$(PY) -m devhost.stack up
+
+demo: setup
+	$(PY) -m devhost.stack up --demo
 
 test: setup
 	$(PY) -m pytest
@@ -31,4 +34,4 @@ bench: setup
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) node_modules .state bench/out
+	rm -rf $(VENV) node_modules .state bench/out local.settings.json

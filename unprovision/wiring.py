@@ -8,9 +8,8 @@ replaces it (tests that wire the app to an emulator and Azurite themselves).
 Storage: the journal and the audit tables live in ``Settings.journal`` (``JOURNAL_CONNECTION``, falling
 back to ``AzureWebJobsStorage``). Queues (work queue, poison queue) live in the host's storage,
 ``AzureWebJobsStorage``, resolved like a binding's connection; when that is not set (CLI with
-``--emulator``), the journal's account is used. ``JOURNAL_TABLE_PREFIX`` (our addition, not in ``Settings``
-yet) prefixes the table names so several apps or test runs can share one account. Nothing here logs a key,
-SAS token or connection string.
+``--emulator``), the journal's account is used. ``JOURNAL_TABLE_PREFIX`` prefixes the table names so
+several apps or test runs can share one account. Nothing here logs a key, SAS token or connection string.
 """
 
 from __future__ import annotations
@@ -53,7 +52,7 @@ from unprovision.inventory import GroupCache
 from unprovision.throttle import InMemoryRateLimiter
 
 log = logging.getLogger(__name__)
-TABLE_PREFIX_SETTING = "JOURNAL_TABLE_PREFIX"
+
 
 
 @dataclass(frozen=True)
@@ -131,7 +130,7 @@ def build_services(settings: Settings, *, table_prefix: str | None = None,
         raise SettingsError(DPS_CONNECTION_STRING, "not set")
     if settings.journal is None:
         raise SettingsError(HOST_STORAGE, "no journal storage (JOURNAL_CONNECTION or AzureWebJobsStorage)")
-    prefix = env.get(TABLE_PREFIX_SETTING, "") if table_prefix is None else table_prefix
+    prefix = settings.journal_table_prefix if table_prefix is None else table_prefix
     ca = settings.emulator_ca_bundle
     dps = DpsProvisioningService.from_connection_string(settings.dps_connection_string, ca_bundle=ca)
     registries = HubRegistries(dict(settings.iothub_connections), ca_bundle=ca)

@@ -42,6 +42,9 @@ GROUP_IMPORT_JOB_THRESHOLD = "GROUP_IMPORT_JOB_THRESHOLD"
 EMULATOR_CA_BUNDLE = "EMULATOR_CA_BUNDLE"
 CERT_EXPIRY_WARNING_DAYS = "CERT_EXPIRY_WARNING_DAYS"
 AUDIT_REMEDIATE = "AUDIT_REMEDIATE"
+JOURNAL_TABLE_PREFIX = "JOURNAL_TABLE_PREFIX"
+# In IOTHUB_CONNECTIONS, this value (or "") marks a hub reached with azure-identity instead of a key.
+IDENTITY_BASED = "identity"
 HOST_STORAGE = "AzureWebJobsStorage"
 
 DEV_STORAGE = (
@@ -140,7 +143,7 @@ def _iot_connection_string(setting: str, value: str) -> str:
     return value
 
 
-def _hub_map(values: Mapping[str, str]) -> Mapping[str, str]:
+def _hub_map(values: Mapping[str, str]) -> Mapping[str, str | None]:
     raw = _get(values, IOTHUB_CONNECTIONS)
     if raw is None:
         return MappingProxyType({})
@@ -150,13 +153,24 @@ def _hub_map(values: Mapping[str, str]) -> Mapping[str, str]:
         raise SettingsError(IOTHUB_CONNECTIONS, "not JSON (want {hub host: connection string})") from None
     if not isinstance(parsed, dict) or not all(isinstance(v, str) for v in parsed.values()):
         raise SettingsError(IOTHUB_CONNECTIONS, "want a JSON object of hub host name -> connection string")
-    hubs: dict[str, str] = {}
+    hubs: dict[str, str | None] = {}
     for hub, conn in parsed.items():
+        if conn.strip().lower() in ("", IDENTITY_BASED):
+            hubs[hub.lower()] = None
+            continue
         _iot_connection_string(f"{IOTHUB_CONNECTIONS}[{hub}]", conn)
         if (connection_string_host(conn) or "").lower() != hub.lower():
             raise SettingsError(f"{IOTHUB_CONNECTIONS}[{hub}]", "HostName of the connection string differs")
         hubs[hub.lower()] = conn
     return MappingProxyType(hubs)
+
+
+def _table_prefix(values: Mapping[str, str]) -> str:
+    prefix = _get(values, JOURNAL_TABLE_PREFIX) or ""
+    # Table names are 3-63 alphanumerics starting with a letter; the prefix must keep them so.
+    if prefix and not re.fullmatch(r"[A-Za-z][A-Za-z0-9]{0,31}", prefix):
+        raise SettingsError(JOURNAL_TABLE_PREFIX, "want a letter then up to 31 letters or digits")
+    return prefix
 
 
 def _int(values: Mapping[str, str], key: str, default: int) -> int:
@@ -210,7 +224,8 @@ def _policy(values: Mapping[str, str]) -> Mapping[str, Any] | None:
 @dataclass(frozen=True, repr=False)
 class Settings:
     dps_connection_string: str | None = None
-    iothub_connections: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    # hub host name (lower case) -> connection string, or None for identity-based access to that hub.
+    iothub_connections: Mapping[str, str | None] = field(default_factory=lambda: MappingProxyType({}))
     journal: Connection | None = None
     lifecycle_queue: str = "device-lifecycle"
     work_queue: str = "device-lifecycle-work"
@@ -224,6 +239,7 @@ class Settings:
     emulator_ca_bundle: str | None = None
     cert_expiry_warning_days: int = 30  # our choice; not pinned by a source
     audit_remediate: bool = False
+    journal_table_prefix: str = ""  # lets several apps or test runs share one storage account
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, str]) -> Settings:
@@ -249,6 +265,7 @@ class Settings:
             emulator_ca_bundle=_get(values, EMULATOR_CA_BUNDLE),
             cert_expiry_warning_days=_int(values, CERT_EXPIRY_WARNING_DAYS, 30),
             audit_remediate=_bool(values, AUDIT_REMEDIATE, False),
+            journal_table_prefix=_table_prefix(values),
         )
 
     @classmethod

@@ -38,18 +38,22 @@ def test_defaults_apply_when_nothing_is_set() -> None:
 
 def test_every_setting_is_read_from_its_documented_name() -> None:
     values = {
-        s.DPS_CONNECTION_STRING: DPS, s.IOTHUB_CONNECTIONS: json.dumps({"Hub-A.example.net": HUB}),
+        s.DPS_CONNECTION_STRING: DPS,
+        s.IOTHUB_CONNECTIONS: json.dumps({"Hub-A.example.net": HUB, "hub-c.example.net": "identity"}),
         s.JOURNAL_CONNECTION: STORAGE, s.LIFECYCLE_QUEUE: "events", s.WORK_QUEUE: "work-items",
         s.AUDIT_SCHEDULE: "0 */5 * * * *", s.POLICY_OVERRIDE: '{"lost": {"hub": "disable"}}',
         s.OUTCOME_SERVICEBUS_CONNECTION: SB, s.OUTCOME_QUEUE_OR_TOPIC: "outcomes",
         s.SERVICEBUS_CONNECTION: SB, s.SERVICEBUS_QUEUE: "lifecycle", s.GROUP_IMPORT_JOB_THRESHOLD: "250",
         s.EMULATOR_CA_BUNDLE: "/certs/emulator-ca.pem", s.CERT_EXPIRY_WARNING_DAYS: "14",
-        s.AUDIT_REMEDIATE: "True",
+        s.AUDIT_REMEDIATE: "True", s.JOURNAL_TABLE_PREFIX: "run7",
     }
     settings = Settings.from_mapping(values)
     assert settings.dps_connection_string == DPS
     assert settings.iothub_connection("hub-a.EXAMPLE.net") == HUB, "hub host names are case-insensitive"
-    assert settings.iothub_connection("hub-b.example.net") is None, "absent hub: identity-based access"
+    assert settings.iothub_connection("hub-b.example.net") is None, "absent hub: no connection string"
+    assert dict(settings.iothub_connections) == {"hub-a.example.net": HUB, "hub-c.example.net": None}, (
+        "a hub marked 'identity' is configured for identity-based access; an absent one is not configured")
+    assert settings.journal_table_prefix == "run7"
     assert settings.journal is not None
     assert settings.journal.connection_string == STORAGE
     assert (settings.lifecycle_queue, settings.work_queue, settings.audit_schedule) == (
@@ -194,7 +198,7 @@ def test_the_committed_sample_documents_every_setting_and_loads() -> None:
     document = json.loads((REPO / "local.settings.sample.json").read_text())
     values = document["Values"]
     names = [v for k, v in vars(s).items() if k.isupper() and k == v]
-    assert len(names) == 15
+    assert len(names) == 16
     missing = [name for name in names if name not in values]
     assert missing == []
     settings = Settings.from_mapping(values)
@@ -202,3 +206,9 @@ def test_the_committed_sample_documents_every_setting_and_loads() -> None:
     assert settings.journal.name == "AzureWebJobsStorage"
     assert settings.outcome_servicebus is None
     assert settings.servicebus is None
+
+
+def test_a_table_prefix_that_would_make_an_invalid_table_name_is_refused() -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_mapping({s.JOURNAL_TABLE_PREFIX: "run-7"})
+    assert s.JOURNAL_TABLE_PREFIX in str(caught.value)
