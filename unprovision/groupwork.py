@@ -17,11 +17,11 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
 from shared.errors import HubNotConfigured, Throttled
 from shared.model import RegistrationState
@@ -59,10 +59,30 @@ class Progress:
 ProgressFn = Callable[[Progress], None]
 
 
+class JobCounts(Protocol):
+    @property
+    def changed(self) -> int: ...
+
+    @property
+    def unchanged(self) -> int: ...
+
+    @property
+    def failed(self) -> int: ...
+
+
+class ImportJobRunner(Protocol):
+    """One hub's import-job path (``shared.adapters.hub_jobs.HubImportJobs``): device IDs are streamed."""
+
+    def delete(self, device_ids: Iterable[str]) -> JobCounts: ...
+
+    def disable(self, device_ids: Iterable[str], reason: str | None = None) -> JobCounts: ...
+
+
 @dataclass
 class GroupWork:
-    """How group-scope steps run. ``scale_out`` needs a ``queue``; ``import_job_threshold`` is reserved for
-    the import-job path (documented in docs/engine.md, not implemented)."""
+    """How group-scope steps run. ``scale_out`` needs a ``queue``. In process, a hub with at least
+    ``import_job_threshold`` devices of the group is purged by one import job from ``import_jobs(hub)``
+    instead of throttled bulk calls (see docs/engine-integration.md); scale-out mode does not use it."""
 
     limiter: RateLimiter = field(default_factory=InMemoryRateLimiter)
     sleep: Sleep = time.sleep
@@ -71,6 +91,7 @@ class GroupWork:
     scale_out: bool = False
     queue: WorkQueue | None = None
     import_job_threshold: int | None = None
+    import_jobs: Callable[[str], ImportJobRunner] | None = None
 
 
 @dataclass(frozen=True)
@@ -96,6 +117,7 @@ class GroupResult:
     by_hub: dict[str, Tally]
     calls: int
     warnings: tuple[str, ...] = ()
+    jobs: int = 0  # import jobs run (large hubs), not counted in ``calls``
 
     @property
     def total(self) -> Tally:
@@ -179,6 +201,7 @@ def purge_group(event_id: str, group_id: str, kind: StepKind, *, dps: Provisioni
     unknown: dict[str, int] = {}
     tallies: dict[str, Tally] = {}
     lock = threading.Lock()
+    job_hubs = _job_hubs(dps, group_id, work)
 
     def run(lane: _HubLane, hub: str, ids: list[str]) -> Tally:
         tally = bulk_call(lane.registry, action, ids, limiter=work.limiter, sleep=work.sleep, reason=reason)
@@ -190,6 +213,8 @@ def purge_group(event_id: str, group_id: str, kind: StepKind, *, dps: Provisioni
 
     try:
         for hub, ids in iter_batches(dps, group_id, work.page_size):
+            if hub in job_hubs:
+                continue
             lane = lanes.get(hub) or _open_lane(hub, registries, work, lanes, unknown)
             if lane is None:
                 unknown[hub] += len(ids)
@@ -201,10 +226,39 @@ def purge_group(event_id: str, group_id: str, kind: StepKind, *, dps: Provisioni
     for lane in lanes.values():
         for future in lane.futures:
             future.result()  # re-raise the first failure
+    for hub in job_hubs:
+        tallies[hub] = _job_purge(dps, group_id, hub, action, work=work, reason=reason)
+        if progress is not None:
+            progress(Progress(hub, tallies[hub].done, tallies[hub].failed))
     for hub, count in unknown.items():
         tallies[hub] = Tally(failed=count)
     warnings = tuple(f"hub {hub} is not configured: {n} devices not purged" for hub, n in unknown.items())
-    return GroupResult(tallies, sum(len(lane.futures) for lane in lanes.values()), warnings)
+    return GroupResult(tallies, sum(len(lane.futures) for lane in lanes.values()), warnings, len(job_hubs))
+
+
+def _job_hubs(dps: ProvisioningService, group_id: str, work: GroupWork) -> set[str]:
+    """Hubs holding at least ``import_job_threshold`` of the group's devices (one counting pass, no IDs
+    kept); empty when the import-job path is not configured."""
+    if work.import_job_threshold is None or work.import_jobs is None:
+        return set()
+    counts: dict[str, int] = {}
+    for record in dps.iter_group_registrations(group_id, work.page_size):
+        hub, device_id = _identity(record)
+        if hub is not None and device_id is not None:
+            counts[hub] = counts.get(hub, 0) + 1
+    return {hub for hub, n in counts.items() if n >= work.import_job_threshold}
+
+
+def _job_purge(dps: ProvisioningService, group_id: str, hub: str, action: str, *, work: GroupWork,
+               reason: str | None) -> Tally:
+    """One import job for ``hub``; the device IDs stream from DPS straight into the job's blob."""
+    if work.import_jobs is None:
+        raise ValueError("the import-job path needs GroupWork.import_jobs")
+    runner = work.import_jobs(hub)
+    ids = (d for r in dps.iter_group_registrations(group_id, work.page_size)
+           for h, d in [_identity(r)] if h == hub and d is not None)
+    counts = runner.delete(ids) if action == "delete" else runner.disable(ids, reason)
+    return Tally(counts.changed, counts.unchanged, counts.failed)
 
 
 def _open_lane(hub: str, registries: DeviceRegistries, work: GroupWork, lanes: dict[str, _HubLane],

@@ -1,0 +1,239 @@
+"""Large-group purges through IoT Hub import jobs (reference §9), which the identity-registry throttle does
+not limit: one job replaces thousands of throttled bulk calls.
+
+* delete: stream ``{"id", "importMode": "delete"}`` lines into ``devices.txt`` (Put Block / Put Block List,
+  so memory stays bounded), create an ``import`` job with the container's SAS URI, poll it to the end.
+* disable: an import needs the *whole* device (an ``update`` overwrites authentication), so the hub's
+  registry is first exported (with keys), the wanted devices still enabled are rewritten with
+  ``status: disabled`` and ``importMode: updateIfMatchETag`` (a device changed since the export fails
+  instead of being overwritten), and imported. Both blobs are deleted afterwards: the export holds keys.
+
+Blob storage is reached over plain HTTP(S) with a container SAS (no blob SDK in this app). The SAS is a
+service SAS for one container, signed here with the account key (string-to-sign of version 2020-12-06+).
+
+Not pinned by a documented source: the layout of ``importErrors.log``. This adapter reads each line as JSON
+and looks only at ``errorCode``: ``DeviceNotFound`` counts as unchanged (an absent identity cannot connect),
+anything else as failed. Only one import/export job may be active per hub: a second one is answered 429
+(``ThrottlingMaxActiveJobCountExceeded``), which surfaces as ``Throttled`` and so as a redelivery.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import hmac
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import requests
+from azure.iot.hub import IoTHubJobManager
+from azure.iot.hub.protocol.models import JobProperties
+
+from shared.adapters.iothub import host_name_of
+from shared.adapters.retry import Retrier
+from shared.adapters.sdk_errors import guarded
+from shared.errors import NotFound, Permanent, Transient
+
+BLOCK_BYTES = 4 * 1024 * 1024
+SAS_VERSION = "2021-08-06"
+ERRORS_BLOB = "importErrors.log"  # fixed name written by the service: one working container per hub
+_DONE = ("completed", "failed", "cancelled")
+
+
+def container_sas(account: str, key_b64: str, container: str, *, expiry: dt.datetime,
+                  permissions: str = "racwdl") -> str:
+    """A service SAS (query string) for one container, valid until ``expiry`` (UTC)."""
+    fields = {"sp": permissions, "st": "", "se": expiry.strftime("%Y-%m-%dT%H:%M:%SZ"),
+              "canonical": f"/blob/{account}/{container}", "si": "", "sip": "", "spr": "https,http",
+              "sv": SAS_VERSION, "sr": "c", "snapshot": "", "ses": "", "rscc": "", "rscd": "", "rsce": "",
+              "rscl": "", "rsct": ""}
+    digest = hmac.new(base64.b64decode(key_b64), "\n".join(fields.values()).encode(), hashlib.sha256).digest()
+    query = {k: fields[k] for k in ("sv", "sr", "sp", "se", "spr")}
+    query["sig"] = base64.b64encode(digest).decode()
+    return "&".join(f"{k}={quote(v, safe='')}" for k, v in query.items())
+
+
+class BlobContainer:
+    """One container through its SAS URI (``https://host/account/container?sas``). Never logs the URI."""
+
+    def __init__(self, sas_uri: str, *, timeout: float = 30.0) -> None:
+        self.sas_uri = sas_uri
+        self._base, _, self._sas = sas_uri.partition("?")
+        self._timeout = timeout
+        self._http = requests.Session()
+
+    @classmethod
+    def for_account(cls, blob_endpoint: str, account: str, key_b64: str, container: str, *,
+                    ttl: dt.timedelta = dt.timedelta(hours=2)) -> BlobContainer:
+        expiry = dt.datetime.now(dt.UTC) + ttl
+        sas = container_sas(account, key_b64, container, expiry=expiry)
+        return cls(f"{blob_endpoint.rstrip('/')}/{container}?{sas}")
+
+    def _url(self, blob: str | None = None, **params: str) -> str:
+        path = self._base if blob is None else f"{self._base}/{quote(blob)}"
+        extra = "".join(f"&{k}={quote(v, safe='')}" for k, v in params.items())
+        return f"{path}?{self._sas}{extra}"
+
+    def _send(self, method: str, url: str, what: str, **kwargs: Any) -> requests.Response:
+        try:
+            response = self._http.request(method, url, timeout=self._timeout, **kwargs)
+        except requests.RequestException as exc:
+            raise Transient(f"{what}: blob storage unreachable ({type(exc).__name__})") from exc
+        if response.status_code == 404:
+            raise NotFound(f"{what}: blob storage answered 404")
+        if response.status_code >= 500 or response.status_code in (408, 429):
+            raise Transient(f"{what}: blob storage answered {response.status_code}")
+        if response.status_code >= 400 and response.status_code != 409:
+            raise Permanent(f"{what}: blob storage answered {response.status_code}")
+        return response
+
+    def put_lines(self, blob: str, lines: Iterable[str]) -> int:
+        """Upload ``lines`` as a block blob in ≤4 MiB blocks (bounded memory); returns the line count."""
+        blocks: list[str] = []
+        buffer, size, count = [], 0, 0
+        for line in lines:
+            data = line.encode() + b"\n"
+            buffer.append(data)
+            size, count = size + len(data), count + 1
+            if size >= BLOCK_BYTES:
+                blocks.append(self._put_block(blob, len(blocks), b"".join(buffer)))
+                buffer, size = [], 0
+        if buffer or not blocks:
+            blocks.append(self._put_block(blob, len(blocks), b"".join(buffer)))
+        body = "<?xml version='1.0' encoding='utf-8'?><BlockList>" + "".join(
+            f"<Latest>{b}</Latest>" for b in blocks) + "</BlockList>"
+        self._send("PUT", self._url(blob, comp="blocklist"), "put block list", data=body.encode())
+        return count
+
+    def _put_block(self, blob: str, number: int, data: bytes) -> str:
+        block_id = base64.b64encode(f"block-{number:08d}".encode()).decode()
+        self._send("PUT", self._url(blob, comp="block", blockid=block_id), "put block", data=data)
+        return block_id
+
+    def iter_lines(self, blob: str) -> Iterator[str]:
+        """The blob's non-empty lines, streamed; a missing blob has none."""
+        try:
+            response = self._send("GET", self._url(blob), "read blob", stream=True)
+        except NotFound:
+            return
+        with response:
+            for raw in response.iter_lines():
+                if raw.strip():
+                    yield raw.decode("utf-8")
+
+    def delete(self, blob: str) -> None:
+        try:
+            self._send("DELETE", self._url(blob), "delete blob")
+        except NotFound:
+            return
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """Device counts of one import job (``changed`` = lines applied)."""
+
+    job_id: str
+    changed: int = 0
+    unchanged: int = 0
+    failed: int = 0
+
+
+class HubImportJobs:
+    """Import/export jobs of one hub, with one working container (blob names are unique per run)."""
+
+    def __init__(self, hub: str, manager: IoTHubJobManager, container: BlobContainer, *,
+                 poll_interval: float = 0.5, timeout: float = 900.0,
+                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
+                 retrier: Retrier | None = None) -> None:
+        self.hub = hub
+        self._jobs, self._container = manager, container
+        self._poll, self._timeout, self._sleep, self._clock = poll_interval, timeout, sleep, clock
+        self._retrier = retrier or Retrier()
+
+    @classmethod
+    def from_connection_string(cls, connection_string: str, container: BlobContainer,
+                               **options: Any) -> HubImportJobs:
+        manager = IoTHubJobManager.from_connection_string(connection_string.strip().rstrip(";"))
+        return cls(host_name_of(connection_string), manager, container, **options)
+
+    def delete(self, device_ids: Iterable[str]) -> JobResult:
+        lines = (json.dumps({"id": d, "importMode": "delete"}) for d in device_ids)
+        return self._import(lines, unchanged=0)
+
+    def disable(self, device_ids: Iterable[str], reason: str | None = None) -> JobResult:
+        """Export, rewrite the wanted enabled devices as disabled, import with their eTags."""
+        wanted = set(device_ids)
+        export = f"export-{uuid.uuid4().hex}.txt"
+        try:
+            self._run({"type": "export", "output_blob_container_uri": self._container.sas_uri,
+                       "output_blob_name": export, "exclude_keys_in_export": False})
+            found, already = set(), 0
+            lines: list[str] = []
+            for line in self._container.iter_lines(export):
+                device = json.loads(line)
+                if device.get("id") not in wanted:
+                    continue
+                found.add(device["id"])
+                if device.get("status") == "disabled":
+                    already += 1
+                    continue
+                lines.append(json.dumps(_disabled(device, reason)))
+            missing = len(wanted - found)  # absent identities cannot connect: unchanged
+            return self._import(lines, unchanged=already + missing)
+        finally:
+            self._container.delete(export)
+
+    def _import(self, lines: Iterable[str], *, unchanged: int) -> JobResult:
+        blob = f"import-{uuid.uuid4().hex}.txt"
+        self._container.delete(ERRORS_BLOB)  # a log left by an earlier run must not count against this one
+        try:
+            count = self._container.put_lines(blob, lines)
+            if count == 0:
+                return JobResult("", 0, unchanged, 0)
+            job = self._run({"type": "import", "input_blob_container_uri": self._container.sas_uri,
+                             "input_blob_name": blob, "output_blob_container_uri": self._container.sas_uri})
+            absent = failed = 0
+            for line in self._container.iter_lines(ERRORS_BLOB):
+                code = str(json.loads(line).get("errorCode", ""))
+                absent, failed = (absent + 1, failed) if "DeviceNotFound" in code else (absent, failed + 1)
+            return JobResult(job, count - absent - failed, unchanged + absent, failed)
+        finally:
+            self._container.delete(blob)
+            self._container.delete(ERRORS_BLOB)
+
+    def _run(self, spec: dict[str, Any]) -> str:
+        """Create a job and poll it to the end; returns its id. A failed job is ``Permanent``."""
+        properties = JobProperties(storage_authentication_type="keyBased", **spec)
+        created = self._call("create import/export job",
+                             lambda: self._jobs.create_import_export_job(properties))
+        job_id, deadline = str(created.job_id), self._clock() + self._timeout
+        status, reason = created.status, created.failure_reason
+        while status not in _DONE:
+            if self._clock() > deadline:
+                raise Transient(f"{spec['type']} job {job_id} on {self.hub} still {status} after "
+                                f"{self._timeout}s")
+            self._sleep(self._poll)
+            job = self._call("get import/export job", lambda: self._jobs.get_import_export_job(job_id))
+            status, reason = job.status, job.failure_reason
+        if status != "completed":
+            raise Permanent(f"{spec['type']} job {job_id} on {self.hub} ended {status}: {str(reason)[:200]}")
+        return job_id
+
+    def _call(self, what: str, fn: Callable[[], Any]) -> Any:
+        return self._retrier.call(lambda: guarded(fn, f"{what} ({self.hub})"), name=what)
+
+
+def _disabled(device: dict[str, Any], reason: str | None) -> dict[str, Any]:
+    """The exported device as an ``updateIfMatchETag`` line with ``status: disabled`` (auth kept)."""
+    keep = ("id", "eTag", "authentication", "capabilities", "deviceScope", "parentScopes")
+    line = {k: device[k] for k in keep if k in device}
+    line.update(importMode="updateIfMatchETag", status="disabled")
+    if reason:
+        line["statusReason"] = reason[:128]
+    return line
