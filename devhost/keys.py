@@ -3,7 +3,8 @@
 Core Tools switches key checks off locally; devhost enforces them (stricter, catches a wrong auth level early;
 reference §4). Keys come from settings ``DEVHOST_MASTER_KEY`` / ``DEVHOST_FUNCTION_KEY`` when set, otherwise
 from ``<state_dir>/keys.json``, generated on first run. The generated keys are printed once, at creation, with
-a hint where they live; they are never logged afterwards.
+a hint where they live (unless the caller asks for quiet creation, as ``devhost.stack`` does: it shows the
+function key itself); they are never logged afterwards. This module alone knows the keys file layout.
 """
 
 from __future__ import annotations
@@ -56,13 +57,19 @@ def _read(path: Path) -> KeyStore | None:
         return None
 
 
-def _create(path: Path) -> KeyStore:
+def _create(path: Path, *, announce: bool) -> KeyStore:
     store = KeyStore(master_key=_new_key(), function_key=_new_key())
     path.parent.mkdir(parents=True, exist_ok=True)
     doc = {"masterKey": store.master_key, "functionKeys": {"default": store.function_key}}
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         json.dump(doc, handle, indent=2)
+    if announce:
+        _announce(path, store)
+    return store
+
+
+def _announce(path: Path, store: KeyStore) -> None:
     # The one and only time the keys are shown: the developer needs them to call FUNCTION-level routes.
     sys.stdout.write(
         f"devhost: generated HTTP keys in {path} (kept there; shown only now)\n"
@@ -71,16 +78,23 @@ def _create(path: Path) -> KeyStore:
         "  send one as header x-functions-key or query parameter ?code=\n"
     )
     sys.stdout.flush()
-    return store
 
 
-def load_keys(state_dir: Path, settings: Mapping[str, str]) -> KeyStore:
-    """Keys from settings, else from ``<state_dir>/keys.json`` (created on first run)."""
+def keys_file(state_dir: Path) -> Path:
+    """Where ``load_keys`` keeps the generated keys (for hints that name the file, never its content)."""
+    return state_dir / KEYS_FILE
+
+
+def load_keys(state_dir: Path, settings: Mapping[str, str], *, announce: bool = True) -> KeyStore:
+    """Keys from settings, else from ``<state_dir>/keys.json`` (created on first run).
+
+    ``announce=False`` creates the file without printing the new keys (callers that show a key themselves).
+    """
     master, function = settings.get(MASTER_KEY_SETTING), settings.get(FUNCTION_KEY_SETTING)
-    path = state_dir / KEYS_FILE
+    path = keys_file(state_dir)
     stored = _read(path) if not (master and function) else None
     if not (master and function) and stored is None:
-        stored = _create(path)
+        stored = _create(path, announce=announce)
     return KeyStore(
         master_key=master or (stored.master_key if stored else _new_key()),
         function_key=function or (stored.function_key if stored else _new_key()),

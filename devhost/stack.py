@@ -5,7 +5,8 @@ the journal), the DPS + IoT Hub emulator in-process (``<state>/emulator``, persi
 writes ``local.settings.json`` (sample + emulator + Azurite values; git-ignored, holds connection strings),
 seeds the demo fleet once (``<state>/fleet/fleet.json`` is the marker), and runs the function app in the
 local host (``devhost.host.Host``) on 127.0.0.1:7071. Ctrl-C / SIGTERM stop everything, Azurite's child
-processes included. Installs nothing: ``make run`` runs ``make setup`` first.
+processes included. Installs nothing: ``make run`` runs ``make setup`` first. ``--demo`` then runs the
+scripted demo (:mod:`devhost.demo_run`).
 
 Nothing here prints a key or connection string, with one exception chosen on purpose: on an interactive
 terminal the curl hint carries the function key (the developer needs it to call the HTTP route). When
@@ -15,30 +16,23 @@ stdout is not a terminal (CI, logs) the hint names the keys file instead.
 from __future__ import annotations
 
 import argparse
-import base64
-import contextlib
 import json
 import logging
 import os
-import secrets
 import signal
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from azure.core.exceptions import ResourceExistsError
-from azure.storage.queue import QueueClient
-
 from devhost import demo_fleet
 from devhost.azurite import AzuriteError, AzuriteHandle, start_azurite
+from devhost.demo_run import run_demo
 from devhost.host import Host, HostOptions
-from devhost.keys import KEYS_FILE
+from devhost.keys import keys_file, load_keys
 from emulator.server import Emulator
 from emulator.server import Options as EmulatorOptions
-from shared.adapters.journal_tables import TableJournal
 
 log = logging.getLogger("devhost.stack")
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -104,18 +98,6 @@ def _shown_path(path: Path) -> str:
         return str(path)
 
 
-def ensure_keys(state_dir: Path) -> tuple[Path, str]:
-    """Create ``keys.json`` quietly (devhost would print both keys); returns its path and the function key."""
-    path = state_dir / KEYS_FILE
-    try:
-        return path, str(json.loads(path.read_text(encoding="utf-8"))["functionKeys"]["default"])
-    except (OSError, ValueError, KeyError, TypeError):
-        function_key = secrets.token_urlsafe(32)
-        doc = {"masterKey": secrets.token_urlsafe(32), "functionKeys": {"default": function_key}}
-        _write_private_json(path, doc)
-        return path, function_key
-
-
 class Stack:
     """Azurite + emulator + fleet + host, started together and stopped in reverse order."""
 
@@ -129,7 +111,7 @@ class Stack:
         self.config: dict[str, Any] = {}
         self.values: dict[str, str] = {}
         self.fleet: list[demo_fleet.FleetDevice] = []
-        self.keys_file = self.state_dir / "devhost" / KEYS_FILE
+        self.keys_file = keys_file(self.state_dir / "devhost")
         self.function_key = ""
 
     def start(self) -> Stack:
@@ -156,7 +138,9 @@ class Stack:
         if self.options.seed:
             self.fleet = demo_fleet.load_fleet(self.state_dir) or demo_fleet.seed_fleet(self.config,
                                                                                        self.state_dir)
-        self.keys_file, self.function_key = ensure_keys(self.state_dir / "devhost")
+        # Created quietly (the banner shows the function key itself); file keys only, as before: the host
+        # reads the same file.
+        self.function_key = load_keys(self.state_dir / "devhost", {}, announce=False).function_key
         self.host = Host(HostOptions(
             app_root=self.options.app_root, settings_file=self.settings_file, port=self.options.port,
             state_dir=self.state_dir / "devhost", dev_storage=self.azurite.connection_string,
@@ -216,98 +200,6 @@ class Stack:
             f'  curl -s -X POST "{self._http_route()}?code={code}" -d @event.json',
         ]
         return "\n".join(lines)
-
-
-# -- the demo -------------------------------------------------------------------------------------
-
-DEMO_TIMEOUT_S = 90.0
-_FINISHED = ("completed", "failed", "refused", "rejected")
-
-
-def _event(run: str, number: int, kind: str, **fields: Any) -> dict[str, Any]:
-    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    return {"eventId": f"demo-{run}-{number:02d}-{kind}", "type": kind, "occurredAt": now,
-            "source": "devhost-demo", **fields}
-
-
-def demo_script(run: str, state_dir: Path) -> list[list[dict[str, Any]]]:
-    """Two phases: revocations first; then ``found`` (needs the completed ``lost``) and a group event."""
-    leaf = demo_fleet.leaf_pem(state_dir, "sensor-a-001")
-    first = [
-        _event(run, 1, "lost", registrationId="sensor-a-001", certificate=leaf, note="demo: lost on site A"),
-        _event(run, 2, "stolen", registrationId="gateway-tpm-004"),
-        _event(run, 3, "sold", registrationId="camera-x509-005"),
-        _event(run, 4, "moved", registrationId="kiosk-sk-006"),
-        _event(run, 5, "lost", registrationId="thermo-sk-003"),
-        _event(run, 6, "lost", registrationId="tracker-007"),
-    ]
-    second = [_event(run, 7, "found", registrationId="tracker-007"),
-              _event(run, 8, "compromised", enrollmentGroupId="line-a")]
-    return [first, second]
-
-
-MALFORMED = {"eventId": "", "type": "misplaced", "registrationID": "sensor-a-001", "occurredAt": "yesterday",
-             "source": "devhost-demo"}
-
-
-def _wait(journal: TableJournal, event_ids: list[str], deadline: float) -> dict[str, str]:
-    """Poll the journal until every event has finished (or the deadline passes); eventId -> status."""
-    status = dict.fromkeys(event_ids, "not seen")
-    while time.monotonic() < deadline:
-        for event_id in event_ids:
-            if status[event_id] not in _FINISHED:
-                record = journal.get(event_id)
-                status[event_id] = record.status if record else "not seen"
-        if all(value in _FINISHED for value in status.values()):
-            break
-        time.sleep(0.5)
-    return status
-
-
-def run_demo(stack: Stack) -> int:
-    """Before table, scripted events through the lifecycle queue, after table; 0 when all completed."""
-    marker = stack.state_dir / "demo" / "ran"
-    if marker.exists():
-        _say("demo ran before in this state dir: re-seeding a fresh fleet")
-        stack.reseed()
-    probe = demo_fleet.FleetProbe(stack.config, stack.state_dir)
-    _say("\nfleet BEFORE the events:\n" + demo_fleet.format_table(probe.table(stack.fleet)))
-    storage = stack.values["AzureWebJobsStorage"]
-    prefix = stack.values.get("JOURNAL_TABLE_PREFIX", "")
-    journal = TableJournal.from_connection_string(storage, prefix=prefix)
-    queue_name = stack.values.get("LIFECYCLE_QUEUE") or "device-lifecycle"
-    queue = QueueClient.from_connection_string(storage, queue_name)
-    with contextlib.suppress(ResourceExistsError):
-        queue.create_queue()
-    rejected_before = sum(1 for _ in journal.iter_rejections())
-    run = time.strftime("%H%M%S") + secrets.token_hex(2)
-    deadline = time.monotonic() + DEMO_TIMEOUT_S
-    results: dict[str, tuple[dict[str, Any], str]] = {}
-    for phase in demo_script(run, stack.state_dir):
-        for event in phase:
-            body = json.dumps(event)
-            (stack.state_dir / "demo" / f"{event['eventId']}.json").parent.mkdir(parents=True, exist_ok=True)
-            (stack.state_dir / "demo" / f"{event['eventId']}.json").write_text(body, encoding="utf-8")
-            queue.send_message(base64.b64encode(body.encode()).decode())
-            _say(f"sent {event['type']:<11} {event.get('registrationId') or event.get('enrollmentGroupId')}")
-        status = _wait(journal, [e["eventId"] for e in phase], deadline)
-        results.update({e["eventId"]: (e, status[e["eventId"]]) for e in phase})
-    queue.send_message(base64.b64encode(json.dumps(MALFORMED).encode()).decode())
-    _say("sent malformed event (type 'misplaced', misspelt registrationID)")
-    while time.monotonic() < deadline and sum(1 for _ in journal.iter_rejections()) <= rejected_before:
-        time.sleep(0.5)
-    rejected = sum(1 for _ in journal.iter_rejections()) - rejected_before
-    _say("\nevent outcomes (journal):")
-    for event, state in results.values():
-        _say(f"  {event['eventId']:<34} {event['type']:<11} "
-              f"{event.get('registrationId') or event.get('enrollmentGroupId'):<16} {state}")
-    _say(f"  malformed event: {'rejected (recorded with field errors)' if rejected > 0 else 'NOT rejected'}")
-    _say("\nfleet AFTER the events:\n" + demo_fleet.format_table(probe.table(stack.fleet)))
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.touch()
-    ok = rejected > 0 and all(state == "completed" for _, state in results.values())
-    _say("demo finished" + ("" if ok else " WITH PROBLEMS (see outcomes above)"))
-    return 0 if ok else 1
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:

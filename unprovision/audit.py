@@ -1,7 +1,8 @@
 """The audit run: stream DPS, the hubs, the journal and the poison queue; turn facts into findings; report.
 
 One function, ``run_audit``, used by the timer, the HTTP route and ``python -m unprovision audit``. The checks
-themselves are pure (``shared.audit``); this module only reads, meters and joins.
+themselves are pure (``shared.audit``); this module only reads, meters and joins. Remediation (re-applying
+revocations that no longer hold) is ``unprovision.audit_remediate``.
 
 Scale (memory bounded by settings, never by fleet size; calls bounded and metered):
 
@@ -28,7 +29,6 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from shared.audit import (
-    REMEDIABLE,
     AuditReport,
     BloomFilter,
     CheckId,
@@ -47,7 +47,6 @@ from shared.audit import (
     check_signing_certs,
     parse_time,
     revocation_of,
-    synthetic_event_id,
 )
 from shared.errors import HubNotConfigured, UnprovisionError
 from shared.model import EnrollmentGroup, RegistrationState
@@ -139,9 +138,12 @@ def run_audit(
     active, suppressed, counts = _split(audit.found, in_force, now)
     remediations: list[Remediation] = []
     if remediate:
-        apply = apply_fn or _default_apply(dps, registries, journal)
+        from unprovision import audit_remediate  # imported here: that module imports this one
+
+        apply = apply_fn or audit_remediate.default_apply(dps, registries, journal)
         left_alone = [f for f, _ in suppressed]
-        remediations = _remediate(report_id, active, left_alone, journal, now=now, apply_fn=apply)
+        remediations = audit_remediate.remediate(report_id, active, left_alone, journal, now=now,
+                                                 apply_fn=apply)
     report = AuditReport(
         report_id, started_at=_iso(now), finished_at=_iso(now, time.monotonic() - started),
         remediate=remediate, findings=tuple(active), suppressed=tuple(suppressed), suppressions=in_force,
@@ -330,68 +332,3 @@ class _Audit:
 
 def _is_group(rev: Revocation) -> bool:
     return bool(rev.dps_steps & _GROUP_STEPS or rev.group_fanout)
-
-
-# -- remediation ---------------------------------------------------------------------------------------------
-
-
-def _remediate(
-    report_id: str, active: list[Finding], suppressed: list[Finding], journal: Journal, *, now: datetime,
-    apply_fn: ApplyFn,
-) -> list[Remediation]:
-    """Re-apply each original revocation once, unless one of its findings is suppressed (never touched)."""
-    by_event: dict[str, list[Finding]] = {}
-    for f in active:
-        if f.check in REMEDIABLE and f.event_id:
-            by_event.setdefault(f.event_id, []).append(f)
-    blocked = {f.event_id for f in suppressed if f.event_id}
-    out: list[Remediation] = []
-    for original, found in by_event.items():
-        event_id = synthetic_event_id(report_id, found[0])
-        checks = tuple(sorted({f.check.value for f in found}))
-        record = journal.get(original)
-        rev = revocation_of(record) if record else None
-        if original in blocked or rev is None:
-            why = "a finding on this revocation is suppressed" if original in blocked else "event gone"
-            out.append(Remediation(event_id, original, found[0].resource, "skipped", checks, why))
-            continue
-        out.append(_apply_one(event_id, rev, checks, journal, now=now, apply_fn=apply_fn))
-    return out
-
-
-def _apply_one(
-    event_id: str, rev: Revocation, checks: tuple[str, ...], journal: Journal, *, now: datetime,
-    apply_fn: ApplyFn,
-) -> Remediation:
-    """A synthetic event of the original type, ``source: "audit"``, journaled as its own event."""
-    from shared.events import parse_event
-
-    body = {
-        "eventId": event_id, "type": rev.event_type, "occurredAt": _iso(now), "source": "audit",
-        "note": f"audit re-applies {rev.event_id}"[:128],
-        ("enrollmentGroupId" if _is_group(rev) else "registrationId"): rev.target,
-    }
-    try:
-        apply_fn(parse_event(body))
-    except UnprovisionError as exc:
-        error = f"{type(exc).__name__}: {exc}"
-        return Remediation(event_id, rev.event_id, rev.target, "failed", checks, error)
-    record = journal.get(event_id)
-    status = record.status if record else "unknown"
-    return Remediation(event_id, rev.event_id, rev.target, status, checks, record.error if record else None)
-
-
-def _default_apply(dps: ProvisioningService, registries: DeviceRegistries, journal: Journal) -> ApplyFn:
-    """The engine (``unprovision.orchestrator.apply``) on the audit's own ports.
-
-    Uses the default policy and no notifier; callers that need the configured policy or outcome notifications
-    pass ``apply_fn`` themselves (the CLI does, through ``unprovision.wiring``).
-    """
-    from shared.policy import DEFAULT_POLICY
-    from unprovision import orchestrator
-
-    def apply(event: Any) -> Any:
-        return orchestrator.apply(event, dps=dps, registries=registries, journal=journal,
-                                  policy=DEFAULT_POLICY)
-
-    return apply

@@ -63,7 +63,7 @@ def run(args: argparse.Namespace, *, services: Any = None, now: datetime | None 
     settings = None
     if services is None:
         settings = _settings(args)
-        from unprovision import wiring  # type: ignore[attr-defined]  # written by the lead
+        from unprovision import wiring
 
         services = wiring.build_services(settings)
     if action == "suppress":
