@@ -10,6 +10,8 @@ Two modes:
 * scale out (``emit_batches`` + ``apply_batch``): batches become ``WorkQueue`` messages, consumed by a
   queue-triggered function; the event completes when the journal holds a record for every emitted batch.
 Journal bookkeeping of scale-out: see ``emit_batches`` and ``complete_if_done`` (and docs/engine.md).
+In process, hubs holding many of the group's devices may take the import-job path instead
+(``unprovision.groupjobs``).
 """
 
 from __future__ import annotations
@@ -17,14 +19,13 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Protocol
+from typing import Any
 
 from shared.errors import HubNotConfigured, Throttled
-from shared.model import RegistrationState
 from shared.plan import StepKind, StepOutcome
 from shared.ports import (
     BulkResult,
@@ -38,6 +39,7 @@ from shared.ports import (
     StepRecord,
     WorkQueue,
 )
+from unprovision.groupjobs import ImportJobs, identity_of, job_purge, job_runners
 from unprovision.outcomes import TERMINAL, Outcome
 from unprovision.throttle import InMemoryRateLimiter, Sleep, wait_for
 
@@ -59,30 +61,12 @@ class Progress:
 ProgressFn = Callable[[Progress], None]
 
 
-class JobCounts(Protocol):
-    @property
-    def changed(self) -> int: ...
-
-    @property
-    def unchanged(self) -> int: ...
-
-    @property
-    def failed(self) -> int: ...
-
-
-class ImportJobRunner(Protocol):
-    """One hub's import-job path (``shared.adapters.hub_jobs.HubImportJobs``): device IDs are streamed."""
-
-    def delete(self, device_ids: Iterable[str]) -> JobCounts: ...
-
-    def disable(self, device_ids: Iterable[str], reason: str | None = None) -> JobCounts: ...
-
-
 @dataclass
 class GroupWork:
     """How group-scope steps run. ``scale_out`` needs a ``queue``. In process, a hub with at least
     ``import_job_threshold`` devices of the group is purged by one import job from ``import_jobs(hub)``
-    instead of throttled bulk calls (see docs/engine-integration.md); scale-out mode does not use it."""
+    instead of throttled bulk calls (``unprovision.groupjobs``; a hub for which ``import_jobs`` returns None
+    stays on the bulk path); scale-out mode does not use it."""
 
     limiter: RateLimiter = field(default_factory=InMemoryRateLimiter)
     sleep: Sleep = time.sleep
@@ -91,7 +75,7 @@ class GroupWork:
     scale_out: bool = False
     queue: WorkQueue | None = None
     import_job_threshold: int | None = None
-    import_jobs: Callable[[str], ImportJobRunner] | None = None
+    import_jobs: ImportJobs | None = None
 
 
 @dataclass(frozen=True)
@@ -160,7 +144,7 @@ def iter_batches(
     the end. Records without a hub or device ID (never assigned) have no identity to purge and are skipped."""
     buffers: dict[str, list[str]] = {}
     for record in dps.iter_group_registrations(group_id, page_size):
-        hub, device_id = _identity(record)
+        hub, device_id = identity_of(record)
         if hub is None or device_id is None:
             continue
         buffer = buffers.setdefault(hub, [])
@@ -169,10 +153,6 @@ def iter_batches(
             yield hub, buffers.pop(hub)
     for hub, buffer in buffers.items():
         yield hub, buffer
-
-
-def _identity(record: RegistrationState) -> tuple[str | None, str | None]:
-    return record.assigned_hub, record.device_id or (record.registration_id if record.assigned_hub else None)
 
 
 class _HubLane:
@@ -201,7 +181,8 @@ def purge_group(event_id: str, group_id: str, kind: StepKind, *, dps: Provisioni
     unknown: dict[str, int] = {}
     tallies: dict[str, Tally] = {}
     lock = threading.Lock()
-    job_hubs = _job_hubs(dps, group_id, work)
+    job_hubs = job_runners(dps, group_id, threshold=work.import_job_threshold, import_jobs=work.import_jobs,
+                           page_size=work.page_size)
 
     def run(lane: _HubLane, hub: str, ids: list[str]) -> Tally:
         tally = bulk_call(lane.registry, action, ids, limiter=work.limiter, sleep=work.sleep, reason=reason)
@@ -226,39 +207,15 @@ def purge_group(event_id: str, group_id: str, kind: StepKind, *, dps: Provisioni
     for lane in lanes.values():
         for future in lane.futures:
             future.result()  # re-raise the first failure
-    for hub in job_hubs:
-        tallies[hub] = _job_purge(dps, group_id, hub, action, work=work, reason=reason)
+    for hub, runner in job_hubs.items():
+        counts = job_purge(dps, group_id, hub, runner, action, page_size=work.page_size, reason=reason)
+        tallies[hub] = Tally(counts.changed, counts.unchanged, counts.failed)
         if progress is not None:
             progress(Progress(hub, tallies[hub].done, tallies[hub].failed))
     for hub, count in unknown.items():
         tallies[hub] = Tally(failed=count)
     warnings = tuple(f"hub {hub} is not configured: {n} devices not purged" for hub, n in unknown.items())
     return GroupResult(tallies, sum(len(lane.futures) for lane in lanes.values()), warnings, len(job_hubs))
-
-
-def _job_hubs(dps: ProvisioningService, group_id: str, work: GroupWork) -> set[str]:
-    """Hubs holding at least ``import_job_threshold`` of the group's devices (one counting pass, no IDs
-    kept); empty when the import-job path is not configured."""
-    if work.import_job_threshold is None or work.import_jobs is None:
-        return set()
-    counts: dict[str, int] = {}
-    for record in dps.iter_group_registrations(group_id, work.page_size):
-        hub, device_id = _identity(record)
-        if hub is not None and device_id is not None:
-            counts[hub] = counts.get(hub, 0) + 1
-    return {hub for hub, n in counts.items() if n >= work.import_job_threshold}
-
-
-def _job_purge(dps: ProvisioningService, group_id: str, hub: str, action: str, *, work: GroupWork,
-               reason: str | None) -> Tally:
-    """One import job for ``hub``; the device IDs stream from DPS straight into the job's blob."""
-    if work.import_jobs is None:
-        raise ValueError("the import-job path needs GroupWork.import_jobs")
-    runner = work.import_jobs(hub)
-    ids = (d for r in dps.iter_group_registrations(group_id, work.page_size)
-           for h, d in [_identity(r)] if h == hub and d is not None)
-    counts = runner.delete(ids) if action == "delete" else runner.disable(ids, reason)
-    return Tally(counts.changed, counts.unchanged, counts.failed)
 
 
 def _open_lane(hub: str, registries: DeviceRegistries, work: GroupWork, lanes: dict[str, _HubLane],

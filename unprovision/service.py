@@ -115,10 +115,12 @@ def _parse(text: str) -> Any:
 
 
 def group_work(services: Services) -> GroupWork:
-    """Scale out through the work queue when there is one; else purge in process (CLI)."""
+    """Scale out through the work queue when there is one; else purge in process (CLI), where hubs with at
+    least ``GROUP_IMPORT_JOB_THRESHOLD`` devices take an import job when ``services.import_jobs`` is set."""
     queue = services.work_queue
     return GroupWork(limiter=services.rate_limiter, scale_out=queue is not None, queue=queue,
-                     import_job_threshold=services.settings.group_import_job_threshold)
+                     import_job_threshold=services.settings.group_import_job_threshold,
+                     import_jobs=services.import_jobs)
 
 
 def _record_failure(event: Any, outcome: Outcome, services: Services) -> None:

@@ -10,24 +10,38 @@ back to ``AzureWebJobsStorage``). Queues (work queue, poison queue) live in the 
 ``AzureWebJobsStorage``, resolved like a binding's connection; when that is not set (CLI with
 ``--emulator``), the journal's account is used. ``JOURNAL_TABLE_PREFIX`` prefixes the table names so
 several apps or test runs can share one account. Nothing here logs a key, SAS token or connection string.
+
+Registry budget: ``rate_limiter`` is a ``TableRateLimiter`` (table ``<prefix>throttle`` in the journal's
+account) when the journal is a connection string, so one per-hub budget holds across Function instances;
+budgets come from ``IOTHUB_REGISTRY_OPS_PER_MINUTE`` (default S1 x 1 unit). Import jobs for large groups
+(in-process group work): enabled when the storage connection string names an account key (``import_jobs``).
 """
 
 from __future__ import annotations
 
+import base64
+import datetime as dt
+import hashlib
+import hmac
 import logging
 import os
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
+
+import requests
 
 from shared.adapters.audit_tables import TableAuditReportStore, TableSuppressionStore
 from shared.adapters.dps import DpsProvisioningService
+from shared.adapters.hub_jobs import SAS_VERSION, BlobContainer, HubImportJobs
 from shared.adapters.iothub import HubRegistries
 from shared.adapters.journal_tables import TableJournal
 from shared.adapters.notifier import OutcomeNotifier, OutcomeSender, ServiceBusOutcomeSender
 from shared.adapters.poison_queue import StoragePoisonQueue, poison_queue_name
 from shared.adapters.queues import StorageQueueSender
+from shared.adapters.ratelimit_tables import TableRateLimiter
 from shared.adapters.settings import (
     DPS_CONNECTION_STRING,
     HOST_STORAGE,
@@ -36,6 +50,7 @@ from shared.adapters.settings import (
     SettingsError,
     resolve_connection,
 )
+from shared.errors import Permanent, Transient
 from shared.policy import Policy, load_policy
 from shared.ports import (
     AuditReportStore,
@@ -48,11 +63,12 @@ from shared.ports import (
     SuppressionStore,
     WorkQueue,
 )
+from unprovision.groupjobs import ImportJobs
 from unprovision.inventory import GroupCache
-from unprovision.throttle import InMemoryRateLimiter
+from unprovision.throttle import HubBudget, InMemoryRateLimiter
 
 log = logging.getLogger(__name__)
-
+IMPORT_CONTAINER_PREFIX = "unprovision-import-"
 
 
 @dataclass(frozen=True)
@@ -60,7 +76,8 @@ class Services:
     """Everything an entry point needs; ``notifier`` and ``work_queue`` are None when not configured.
 
     ``work_queue`` set means group work scales out through the work queue (the function app); the CLI
-    replaces it with None to purge in process with a progress bar.
+    replaces it with None to purge in process with a progress bar. ``import_jobs`` (None: not available)
+    gives in-process group work one import-job runner per hub (``GroupWork.import_jobs``).
     """
 
     dps: ProvisioningService
@@ -75,6 +92,7 @@ class Services:
     policy: Policy
     settings: Settings
     group_cache: GroupCache = field(default_factory=GroupCache)
+    import_jobs: ImportJobs | None = None
 
 
 def storage_connection_string(settings: Settings, environ: Mapping[str, str] | None = None) -> str | None:
@@ -120,6 +138,107 @@ def _notifier(settings: Settings, sender: OutcomeSender | None) -> Notifier | No
     return OutcomeNotifier(sender, on_error=on_error)
 
 
+def rate_limiter(settings: Settings, prefix: str) -> RateLimiter:
+    """The per-hub identity-registry budget. A connection-string journal gets a token bucket in its account
+    (``<prefix>throttle``), shared by every Function instance. An identity-based journal keeps the
+    ``InMemoryRateLimiter``: the budget then holds per process only (N instances may spend N budgets)."""
+    budgets = settings.registry_budgets
+    per_hub = {hub: HubBudget(rate, rate) for hub, rate in budgets.hubs.items()}
+    default = HubBudget(budgets.default, budgets.default)
+    journal = settings.journal
+    if journal is not None and journal.connection_string is not None:
+        return TableRateLimiter.from_connection_string(journal.connection_string, prefix=prefix,
+                                                       budgets=per_hub, default=default)
+    return InMemoryRateLimiter(per_hub, default=default)
+
+
+@dataclass(frozen=True, repr=False)
+class BlobAccount:
+    """Blob endpoint, account name and key of a storage connection string (``repr`` hides the key)."""
+
+    endpoint: str
+    name: str
+    key: str
+
+    def __repr__(self) -> str:
+        return f"BlobAccount(endpoint={self.endpoint!r}, name={self.name!r}, key=<hidden>)"
+
+
+def blob_account(connection_string: str) -> BlobAccount | None:
+    """``BlobEndpoint`` with ``AccountName``/``AccountKey``; without any explicit endpoint, the default one
+    (``<protocol>://<account>.blob.<suffix>``). None without an account key (e.g. a SAS-only string) or when
+    other services have explicit endpoints but blob has none (e.g. Azurite without its blob service)."""
+    pairs = (part.partition("=") for part in connection_string.split(";"))
+    parts = {k.strip().lower(): v.strip() for k, _, v in pairs}
+    name, key = parts.get("accountname"), parts.get("accountkey")
+    if not name or not key:
+        return None
+    endpoint = parts.get("blobendpoint")
+    if endpoint is None and any(k.endswith("endpoint") for k in parts):
+        return None
+    endpoint = endpoint or (f"{parts.get('defaultendpointsprotocol') or 'https'}://{name}.blob."
+                            f"{parts.get('endpointsuffix') or 'core.windows.net'}")
+    return BlobAccount(endpoint.rstrip("/"), name, key)
+
+
+def import_container_name(hub: str, prefix: str = "") -> str:
+    """One working container per hub (and table prefix): the service's error log has a fixed blob name."""
+    digest = hashlib.sha256(f"{prefix}|{hub.lower()}".encode()).hexdigest()[:16]
+    return f"{IMPORT_CONTAINER_PREFIX}{digest}"
+
+
+def create_container(account: BlobAccount, name: str, *, timeout: float = 10.0) -> None:
+    """Create ``name`` if absent, with a short-lived account SAS (a container's own SAS cannot create it)."""
+    expiry = (dt.datetime.now(dt.UTC) + dt.timedelta(minutes=10)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    fields = {"sv": SAS_VERSION, "ss": "b", "srt": "c", "sp": "c", "se": expiry, "spr": "https,http"}
+    to_sign = "\n".join([account.name, "c", "b", "c", "", expiry, "", fields["spr"], SAS_VERSION, "", ""])
+    fields["sig"] = base64.b64encode(hmac.new(base64.b64decode(account.key), to_sign.encode(),
+                                              hashlib.sha256).digest()).decode()
+    query = "&".join(f"{k}={quote(v, safe='')}" for k, v in fields.items())
+    try:
+        response = requests.put(f"{account.endpoint}/{name}?restype=container&{query}", timeout=timeout)
+    except requests.RequestException as exc:
+        raise Transient(f"create container: blob storage unreachable ({type(exc).__name__})") from exc
+    if response.status_code >= 500 or response.status_code in (408, 429):
+        raise Transient(f"create container: blob storage answered {response.status_code}")
+    if response.status_code not in (201, 409):  # 409: it exists already
+        raise Permanent(f"create container: blob storage answered {response.status_code}")
+
+
+def import_jobs(settings: Settings, storage: str | None, prefix: str = "") -> ImportJobs | None:
+    """``GroupWork.import_jobs`` over the storage account's blob service; None without an account key.
+    A hub without a connection string (identity-based or not configured) gets None: it stays on the bulk
+    path. A runner is made per purge (its container SAS lives 2 h); each container is created once."""
+    account = blob_account(storage) if storage else None
+    if account is None:
+        return None
+    created: set[str] = set()
+    lock = threading.Lock()
+
+    def for_hub(hub: str) -> HubImportJobs | None:
+        connection = settings.iothub_connection(hub)
+        if connection is None:
+            return None
+        name = import_container_name(hub, prefix)
+        with lock:
+            if name not in created:
+                create_container(account, name)
+                created.add(name)
+        container = BlobContainer.for_account(account.endpoint, account.name, account.key, name)
+        return HubImportJobs(hub, _job_manager(connection, settings.emulator_ca_bundle), container)
+
+    return for_hub
+
+
+def _job_manager(connection_string: str, ca_bundle: str | None) -> Any:
+    from azure.iot.hub import IoTHubJobManager
+
+    manager = IoTHubJobManager.from_connection_string(connection_string.strip().rstrip(";"))
+    if ca_bundle:
+        manager.protocol.config.connection.verify = ca_bundle  # per client, as HubRegistries does
+    return manager
+
+
 def build_services(settings: Settings, *, table_prefix: str | None = None,
                    outcome_sender: OutcomeSender | None = None,
                    environ: Mapping[str, str] | None = None) -> Services:
@@ -143,7 +262,8 @@ def build_services(settings: Settings, *, table_prefix: str | None = None,
     services = Services(
         dps=dps, registries=registries, journal=journal, notifier=_notifier(settings, outcome_sender),
         work_queue=work_queue, poison=poison, reports=reports, suppressions=suppressions,
-        rate_limiter=InMemoryRateLimiter(), policy=load_policy(settings.policy_override), settings=settings,
+        rate_limiter=rate_limiter(settings, prefix), policy=load_policy(settings.policy_override),
+        settings=settings, import_jobs=import_jobs(settings, storage, prefix),
     )
     log.info("services built: %r", settings)  # Settings.__repr__ hides every secret
     return services

@@ -39,6 +39,7 @@ OUTCOME_QUEUE_OR_TOPIC = "OUTCOME_QUEUE_OR_TOPIC"
 SERVICEBUS_CONNECTION = "SERVICEBUS_CONNECTION"
 SERVICEBUS_QUEUE = "SERVICEBUS_QUEUE"
 GROUP_IMPORT_JOB_THRESHOLD = "GROUP_IMPORT_JOB_THRESHOLD"
+IOTHUB_REGISTRY_OPS_PER_MINUTE = "IOTHUB_REGISTRY_OPS_PER_MINUTE"
 EMULATOR_CA_BUNDLE = "EMULATOR_CA_BUNDLE"
 CERT_EXPIRY_WARNING_DAYS = "CERT_EXPIRY_WARNING_DAYS"
 AUDIT_REMEDIATE = "AUDIT_REMEDIATE"
@@ -55,6 +56,8 @@ DEV_STORAGE = (
 )
 _QUEUE_NAME = re.compile(r"^(?=.{3,63}$)[a-z0-9](?:[a-z0-9]|-(?!-))*[a-z0-9]$")
 _SECRET_WORDS = ("secret", "key", "password", "token")
+_HUB_HOST = re.compile(r"^[a-z0-9][a-z0-9.:-]{0,252}$")  # host name, optional ':port' (a throttle RowKey)
+S1_REGISTRY_OPS_PER_MINUTE = 100.0  # identity-registry ops/min of one S1/S2 unit (reference §8.1)
 
 
 class SettingsError(Permanent):
@@ -165,6 +168,47 @@ def _hub_map(values: Mapping[str, str]) -> Mapping[str, str | None]:
     return MappingProxyType(hubs)
 
 
+@dataclass(frozen=True)
+class RegistryBudgets:
+    """Identity-registry budget in ops/min (``IOTHUB_REGISTRY_OPS_PER_MINUTE``): ``hubs`` by lower-case host
+    name, ``default`` for every other hub (S1 x 1 unit unless the setting is a single number)."""
+
+    default: float = S1_REGISTRY_OPS_PER_MINUTE
+    hubs: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+
+    def for_hub(self, hub: str) -> float:
+        return self.hubs.get(hub.lower(), self.default)
+
+
+def _rate(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < float("inf"):
+        return None
+    return float(value)
+
+
+def _registry_budgets(values: Mapping[str, str]) -> RegistryBudgets:
+    raw = _get(values, IOTHUB_REGISTRY_OPS_PER_MINUTE)
+    if raw is None:
+        return RegistryBudgets()
+    want = "want a positive number, or a JSON object of hub host name -> positive number"
+    try:
+        parsed = json.loads(raw)
+    except json.JSONDecodeError:
+        raise SettingsError(IOTHUB_REGISTRY_OPS_PER_MINUTE, want) from None
+    if not isinstance(parsed, dict):
+        rate = _rate(parsed)
+        if rate is None:
+            raise SettingsError(IOTHUB_REGISTRY_OPS_PER_MINUTE, want)
+        return RegistryBudgets(default=rate)
+    hubs: dict[str, float] = {}
+    for hub, value in parsed.items():
+        rate = _rate(value)
+        if rate is None or not _HUB_HOST.match(hub.strip().lower()):
+            raise SettingsError(f"{IOTHUB_REGISTRY_OPS_PER_MINUTE}[{hub[:64]}]", want)
+        hubs[hub.strip().lower()] = rate
+    return RegistryBudgets(hubs=MappingProxyType(hubs))
+
+
 def _table_prefix(values: Mapping[str, str]) -> str:
     prefix = _get(values, JOURNAL_TABLE_PREFIX) or ""
     # Table names are 3-63 alphanumerics starting with a letter; the prefix must keep them so.
@@ -240,6 +284,7 @@ class Settings:
     cert_expiry_warning_days: int = 30  # our choice; not pinned by a source
     audit_remediate: bool = False
     journal_table_prefix: str = ""  # lets several apps or test runs share one storage account
+    registry_budgets: RegistryBudgets = field(default_factory=RegistryBudgets)
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, str]) -> Settings:
@@ -266,6 +311,7 @@ class Settings:
             cert_expiry_warning_days=_int(values, CERT_EXPIRY_WARNING_DAYS, 30),
             audit_remediate=_bool(values, AUDIT_REMEDIATE, False),
             journal_table_prefix=_table_prefix(values),
+            registry_budgets=_registry_budgets(values),
         )
 
     @classmethod
@@ -287,7 +333,7 @@ class Settings:
             f"group_import_job_threshold={self.group_import_job_threshold}, "
             f"emulator_ca_bundle={self.emulator_ca_bundle!r}, "
             f"cert_expiry_warning_days={self.cert_expiry_warning_days}, "
-            f"audit_remediate={self.audit_remediate})"
+            f"audit_remediate={self.audit_remediate}, registry_budgets={self.registry_budgets!r})"
         )
 
     __str__ = __repr__

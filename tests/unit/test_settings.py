@@ -34,6 +34,17 @@ def test_defaults_apply_when_nothing_is_set() -> None:
     assert settings.iothub_connection("hub-a.example.net") is None
     assert settings.group_import_job_threshold > 0
     assert settings.cert_expiry_warning_days > 0
+    assert settings.registry_budgets.for_hub("hub-a.example.net") == 100.0, "S1 x 1 unit"
+
+
+def test_registry_budget_is_one_number_for_every_hub_or_a_map_by_host_name() -> None:
+    every = Settings.from_mapping({s.IOTHUB_REGISTRY_OPS_PER_MINUTE: "5000"}).registry_budgets
+    assert (every.for_hub("hub-a.example.net"), every.for_hub("127.0.0.1:4441")) == (5000.0, 5000.0)
+    mapped = Settings.from_mapping({s.IOTHUB_REGISTRY_OPS_PER_MINUTE: json.dumps(
+        {"Big.Example.net": 10000, "127.0.0.1:4441": 50.5})}).registry_budgets
+    assert mapped.for_hub("big.example.NET") == 10000.0, "hub host names are case-insensitive"
+    assert mapped.for_hub("127.0.0.1:4441") == 50.5
+    assert mapped.for_hub("other.example.net") == 100.0, "an unlisted hub keeps the S1 x 1 unit budget"
 
 
 def test_every_setting_is_read_from_its_documented_name() -> None:
@@ -46,6 +57,7 @@ def test_every_setting_is_read_from_its_documented_name() -> None:
         s.SERVICEBUS_CONNECTION: SB, s.SERVICEBUS_QUEUE: "lifecycle", s.GROUP_IMPORT_JOB_THRESHOLD: "250",
         s.EMULATOR_CA_BUNDLE: "/certs/emulator-ca.pem", s.CERT_EXPIRY_WARNING_DAYS: "14",
         s.AUDIT_REMEDIATE: "True", s.JOURNAL_TABLE_PREFIX: "run7",
+        s.IOTHUB_REGISTRY_OPS_PER_MINUTE: '{"Hub-A.example.net": 200}',
     }
     settings = Settings.from_mapping(values)
     assert settings.dps_connection_string == DPS
@@ -66,6 +78,7 @@ def test_every_setting_is_read_from_its_documented_name() -> None:
     assert (settings.group_import_job_threshold, settings.cert_expiry_warning_days) == (250, 14)
     assert settings.emulator_ca_bundle == "/certs/emulator-ca.pem"
     assert settings.audit_remediate is True
+    assert settings.registry_budgets.for_hub("hub-a.example.net") == 200.0
 
 
 def test_repr_and_str_never_show_keys_or_connection_strings() -> None:
@@ -140,6 +153,11 @@ def test_identity_based_connections_come_from_double_underscore_keys() -> None:
         ({s.GROUP_IMPORT_JOB_THRESHOLD: "-3"}, s.GROUP_IMPORT_JOB_THRESHOLD),
         ({s.CERT_EXPIRY_WARNING_DAYS: "soon"}, s.CERT_EXPIRY_WARNING_DAYS),
         ({s.AUDIT_REMEDIATE: "maybe"}, s.AUDIT_REMEDIATE),
+        ({s.IOTHUB_REGISTRY_OPS_PER_MINUTE: "0"}, s.IOTHUB_REGISTRY_OPS_PER_MINUTE),
+        ({s.IOTHUB_REGISTRY_OPS_PER_MINUTE: "fast"}, s.IOTHUB_REGISTRY_OPS_PER_MINUTE),
+        ({s.IOTHUB_REGISTRY_OPS_PER_MINUTE: '{"hub-a.example.net": "1"}'}, s.IOTHUB_REGISTRY_OPS_PER_MINUTE),
+        ({s.IOTHUB_REGISTRY_OPS_PER_MINUTE: '{"hub a/b": 100}'}, s.IOTHUB_REGISTRY_OPS_PER_MINUTE),
+        ({s.IOTHUB_REGISTRY_OPS_PER_MINUTE: "[100]"}, s.IOTHUB_REGISTRY_OPS_PER_MINUTE),
         ({s.OUTCOME_QUEUE_OR_TOPIC: "outcomes"}, s.OUTCOME_QUEUE_OR_TOPIC),
         ({s.OUTCOME_SERVICEBUS_CONNECTION: SB}, s.OUTCOME_QUEUE_OR_TOPIC),
     ],
@@ -198,7 +216,7 @@ def test_the_committed_sample_documents_every_setting_and_loads() -> None:
     document = json.loads((REPO / "local.settings.sample.json").read_text())
     values = document["Values"]
     names = [v for k, v in vars(s).items() if k.isupper() and k == v]
-    assert len(names) == 16
+    assert len(names) == 17
     missing = [name for name in names if name not in values]
     assert missing == []
     settings = Settings.from_mapping(values)
