@@ -125,5 +125,9 @@ def post(registry: HubDeviceRegistry, items: list[Any], what: str) -> dict[str, 
         return {}
     errors = {e.device_id: str(e.error_code) for e in (result.errors or []) if e.device_id}
     if not errors:
-        raise Permanent(f"{what} ({registry.hub}): rejected without per-device errors")
+        # The SDK turns a 400 into a result; with no per-device errors the whole call was refused.
+        raise Permanent(
+            f"{what} ({registry.hub}): rejected without per-device errors",
+            code="BulkRegistryOperationFailure",
+        )
     return errors
