@@ -203,7 +203,8 @@ class _Run:
             work=self.work, progress=self.progress, reason=step.params.get("statusReason"))
         self.warnings.extend(result.warnings)
         total = result.total
-        summary = f"devices {total.done}, {total.summary()}, bulk calls {result.calls}"
+        summary = (f"devices {total.done}, {total.summary()}, bulk calls {result.calls}, "
+                   f"import jobs {result.jobs}")  # jobs: hubs purged by an import job, not in the calls
         if total.failed:
             raise Permanent(f"{total.failed} devices not purged ({summary})")
         outcome = StepOutcome.DONE if total.changed else StepOutcome.ALREADY_DONE

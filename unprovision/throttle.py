@@ -4,7 +4,9 @@ IoT Hub counts bulk registry calls per device, not per call (S1/S2: 100 identity
 so a 100-device bulk call spends 100 tokens. The bucket reserves tokens up front and may go into debt; the
 returned wait tells the caller how long to hold the call back. One process shares one
 ``InMemoryRateLimiter``; several Function instances need a store-backed implementation of the same
-port (see docs/engine.md).
+port: ``shared.adapters.ratelimit_tables.TableRateLimiter``, a bucket in Table storage. The app's wiring
+(``unprovision.wiring.rate_limiter``) uses that Table-storage bucket whenever the journal's storage is a
+connection string, and this in-memory one only for an identity-based journal (see docs/engine.md).
 """
 
 from __future__ import annotations

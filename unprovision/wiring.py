@@ -14,28 +14,24 @@ several apps or test runs can share one account. Nothing here logs a key, SAS to
 Registry budget: ``rate_limiter`` is a ``TableRateLimiter`` (table ``<prefix>throttle`` in the journal's
 account) when the journal is a connection string, so one per-hub budget holds across Function instances;
 budgets come from ``IOTHUB_REGISTRY_OPS_PER_MINUTE`` (default S1 x 1 unit). Import jobs for large groups
-(in-process group work): enabled when the storage connection string names an account key (``import_jobs``).
+(in-process group work): enabled when the storage connection string names an account key (``import_jobs``);
+parsing that string and creating the working containers are adapter work (``shared.adapters.hub_jobs``:
+``blob_account``, ``create_container``), the container names (``import_container_name``) are wiring's.
 """
 
 from __future__ import annotations
 
-import base64
-import datetime as dt
 import hashlib
-import hmac
 import logging
 import os
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote
-
-import requests
 
 from shared.adapters.audit_tables import TableAuditReportStore, TableSuppressionStore
 from shared.adapters.dps import DpsProvisioningService
-from shared.adapters.hub_jobs import SAS_VERSION, BlobContainer, HubImportJobs
+from shared.adapters.hub_jobs import BlobContainer, HubImportJobs, blob_account, create_container
 from shared.adapters.iothub import HubRegistries
 from shared.adapters.journal_tables import TableJournal
 from shared.adapters.notifier import OutcomeNotifier, OutcomeSender, ServiceBusOutcomeSender
@@ -50,7 +46,6 @@ from shared.adapters.settings import (
     SettingsError,
     resolve_connection,
 )
-from shared.errors import Permanent, Transient
 from shared.policy import Policy, load_policy
 from shared.ports import (
     AuditReportStore,
@@ -152,57 +147,10 @@ def rate_limiter(settings: Settings, prefix: str) -> RateLimiter:
     return InMemoryRateLimiter(per_hub, default=default)
 
 
-@dataclass(frozen=True, repr=False)
-class BlobAccount:
-    """Blob endpoint, account name and key of a storage connection string (``repr`` hides the key)."""
-
-    endpoint: str
-    name: str
-    key: str
-
-    def __repr__(self) -> str:
-        return f"BlobAccount(endpoint={self.endpoint!r}, name={self.name!r}, key=<hidden>)"
-
-
-def blob_account(connection_string: str) -> BlobAccount | None:
-    """``BlobEndpoint`` with ``AccountName``/``AccountKey``; without any explicit endpoint, the default one
-    (``<protocol>://<account>.blob.<suffix>``). None without an account key (e.g. a SAS-only string) or when
-    other services have explicit endpoints but blob has none (e.g. Azurite without its blob service)."""
-    pairs = (part.partition("=") for part in connection_string.split(";"))
-    parts = {k.strip().lower(): v.strip() for k, _, v in pairs}
-    name, key = parts.get("accountname"), parts.get("accountkey")
-    if not name or not key:
-        return None
-    endpoint = parts.get("blobendpoint")
-    if endpoint is None and any(k.endswith("endpoint") for k in parts):
-        return None
-    endpoint = endpoint or (f"{parts.get('defaultendpointsprotocol') or 'https'}://{name}.blob."
-                            f"{parts.get('endpointsuffix') or 'core.windows.net'}")
-    return BlobAccount(endpoint.rstrip("/"), name, key)
-
-
 def import_container_name(hub: str, prefix: str = "") -> str:
     """One working container per hub (and table prefix): the service's error log has a fixed blob name."""
     digest = hashlib.sha256(f"{prefix}|{hub.lower()}".encode()).hexdigest()[:16]
     return f"{IMPORT_CONTAINER_PREFIX}{digest}"
-
-
-def create_container(account: BlobAccount, name: str, *, timeout: float = 10.0) -> None:
-    """Create ``name`` if absent, with a short-lived account SAS (a container's own SAS cannot create it)."""
-    expiry = (dt.datetime.now(dt.UTC) + dt.timedelta(minutes=10)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    fields = {"sv": SAS_VERSION, "ss": "b", "srt": "c", "sp": "c", "se": expiry, "spr": "https,http"}
-    to_sign = "\n".join([account.name, "c", "b", "c", "", expiry, "", fields["spr"], SAS_VERSION, "", ""])
-    fields["sig"] = base64.b64encode(hmac.new(base64.b64decode(account.key), to_sign.encode(),
-                                              hashlib.sha256).digest()).decode()
-    query = "&".join(f"{k}={quote(v, safe='')}" for k, v in fields.items())
-    try:
-        response = requests.put(f"{account.endpoint}/{name}?restype=container&{query}", timeout=timeout)
-    except requests.RequestException as exc:
-        raise Transient(f"create container: blob storage unreachable ({type(exc).__name__})") from exc
-    if response.status_code >= 500 or response.status_code in (408, 429):
-        raise Transient(f"create container: blob storage answered {response.status_code}")
-    if response.status_code not in (201, 409):  # 409: it exists already
-        raise Permanent(f"create container: blob storage answered {response.status_code}")
 
 
 def import_jobs(settings: Settings, storage: str | None, prefix: str = "") -> ImportJobs | None:

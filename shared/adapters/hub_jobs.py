@@ -10,6 +10,9 @@ not limit: one job replaces thousands of throttled bulk calls.
 
 Blob storage is reached over plain HTTP(S) with a container SAS (no blob SDK in this app). The SAS is a
 service SAS for one container, signed here with the account key (string-to-sign of version 2020-12-06+).
+The working container is created once with a short-lived *account* SAS (a container's own SAS cannot
+create it): ``blob_account`` reads endpoint, name and key from a storage connection string and
+``create_container`` creates the container if absent (wiring and the integration tests both use them).
 
 Not pinned by a documented source: the layout of ``importErrors.log``. This adapter reads each line as JSON
 and looks only at ``errorCode``: ``DeviceNotFound`` counts as unchanged (an absent identity cannot connect),
@@ -57,6 +60,53 @@ def container_sas(account: str, key_b64: str, container: str, *, expiry: dt.date
     query = {k: fields[k] for k in ("sv", "sr", "sp", "se", "spr")}
     query["sig"] = base64.b64encode(digest).decode()
     return "&".join(f"{k}={quote(v, safe='')}" for k, v in query.items())
+
+
+@dataclass(frozen=True, repr=False)
+class BlobAccount:
+    """Blob endpoint, account name and key of a storage connection string (``repr`` hides the key)."""
+
+    endpoint: str
+    name: str
+    key: str
+
+    def __repr__(self) -> str:
+        return f"BlobAccount(endpoint={self.endpoint!r}, name={self.name!r}, key=<hidden>)"
+
+
+def blob_account(connection_string: str) -> BlobAccount | None:
+    """``BlobEndpoint`` with ``AccountName``/``AccountKey``; without any explicit endpoint, the default one
+    (``<protocol>://<account>.blob.<suffix>``). None without an account key (e.g. a SAS-only string) or when
+    other services have explicit endpoints but blob has none (e.g. Azurite without its blob service)."""
+    pairs = (part.partition("=") for part in connection_string.split(";"))
+    parts = {k.strip().lower(): v.strip() for k, _, v in pairs}
+    name, key = parts.get("accountname"), parts.get("accountkey")
+    if not name or not key:
+        return None
+    endpoint = parts.get("blobendpoint")
+    if endpoint is None and any(k.endswith("endpoint") for k in parts):
+        return None
+    endpoint = endpoint or (f"{parts.get('defaultendpointsprotocol') or 'https'}://{name}.blob."
+                            f"{parts.get('endpointsuffix') or 'core.windows.net'}")
+    return BlobAccount(endpoint.rstrip("/"), name, key)
+
+
+def create_container(account: BlobAccount, name: str, *, timeout: float = 10.0) -> None:
+    """Create ``name`` if absent, with a short-lived account SAS (a container's own SAS cannot create it)."""
+    expiry = (dt.datetime.now(dt.UTC) + dt.timedelta(minutes=10)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    fields = {"sv": SAS_VERSION, "ss": "b", "srt": "c", "sp": "c", "se": expiry, "spr": "https,http"}
+    to_sign = "\n".join([account.name, "c", "b", "c", "", expiry, "", fields["spr"], SAS_VERSION, "", ""])
+    fields["sig"] = base64.b64encode(hmac.new(base64.b64decode(account.key), to_sign.encode(),
+                                              hashlib.sha256).digest()).decode()
+    query = "&".join(f"{k}={quote(v, safe='')}" for k, v in fields.items())
+    try:
+        response = requests.put(f"{account.endpoint}/{name}?restype=container&{query}", timeout=timeout)
+    except requests.RequestException as exc:
+        raise Transient(f"create container: blob storage unreachable ({type(exc).__name__})") from exc
+    if response.status_code >= 500 or response.status_code in (408, 429):
+        raise Transient(f"create container: blob storage answered {response.status_code}")
+    if response.status_code not in (201, 409):  # 409: it exists already
+        raise Permanent(f"create container: blob storage answered {response.status_code}")
 
 
 class BlobContainer:

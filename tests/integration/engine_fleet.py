@@ -10,22 +10,18 @@ its certificate chain), so a test can ask afterwards: may it still register? may
 from __future__ import annotations
 
 import base64
-import datetime as dt
-import hashlib
-import hmac
 import random
 import secrets
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
 
-import requests
 from msrest.exceptions import HttpOperationError
 from provisioningserviceclient import ProvisioningServiceClient
 from provisioningserviceclient.models import AttestationMechanism, EnrollmentGroup, IndividualEnrollment
 from provisioningserviceclient.protocol.models import SymmetricKeyAttestation
 
 from emulator import sas
+from shared.adapters import hub_jobs
 from shared.adapters.dps import DpsProvisioningService
 from shared.adapters.iothub import HubRegistries
 from shared.adapters.retry import Retrier, RetryPolicy
@@ -225,13 +221,7 @@ def mutating_calls(emu: Any) -> int:
 
 
 def create_container(blob_url: str, account: str, key_b64: str, name: str) -> None:
-    """Deployment's job, done here with an account SAS: a service SAS for a container cannot create it."""
-    expiry = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    fields = {"sv": "2021-08-06", "ss": "b", "srt": "c", "sp": "c", "se": expiry, "spr": "https,http"}
-    to_sign = "\n".join([account, fields["sp"], fields["ss"], fields["srt"], "", fields["se"], "",
-                         fields["spr"], fields["sv"], ""]) + "\n"
-    digest = hmac.new(base64.b64decode(key_b64), to_sign.encode(), hashlib.sha256).digest()
-    fields["sig"] = base64.b64encode(digest).decode()
-    query = "&".join(f"{k}={quote(v, safe='')}" for k, v in fields.items())
-    response = requests.put(f"{blob_url}/{name}?restype=container&{query}", timeout=10)
-    assert response.status_code in (201, 409), response.status_code
+    """Deployment's job, done here as the app's wiring does it (``shared.adapters.hub_jobs``): an account
+    SAS, since a service SAS for a container cannot create it. Created or already there (201/409); any other
+    answer raises (``Permanent``/``Transient``)."""
+    hub_jobs.create_container(hub_jobs.BlobAccount(blob_url.rstrip("/"), account, key_b64), name)
