@@ -62,7 +62,7 @@ def test_apply_group_event_purges_in_process_with_a_progress_bar(
     members = fleet.group_members("line-a", 3)
     assert main(["apply", str(PAYLOADS / "compromised-group.json"), "--emulator", str(env)]) == 0
     captured = capsys.readouterr()
-    assert "3 devices, 0 failed" in captured.err
+    assert "3 devices done, 0 failed" in captured.err
     assert "Outcome of fa-compromised-1: completed" in captured.out
     assert [fleet.hub_status(m) for m in members] == ["disabled"] * 3
 

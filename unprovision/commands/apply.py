@@ -66,7 +66,11 @@ def build(args: argparse.Namespace) -> Any:
 
 
 class ProgressBar:
-    """Plain-text progress per hub on stderr: one line, rewritten with ``\\r``."""
+    """Plain-text progress per hub on stderr: one line, rewritten with ``\\r``.
+
+    The group's registrations are streamed, so the total is not known in advance: the line counts devices
+    done per hub rather than drawing a fraction that would have to be guessed.
+    """
 
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
@@ -76,8 +80,8 @@ class ProgressBar:
         self.by_hub[progress.hub] = progress
         done = sum(p.done for p in self.by_hub.values())
         failed = sum(p.failed for p in self.by_hub.values())
-        bar = "#" * min(40, done // 10 + 1)
-        self.stream.write(f"\r[{bar:<40}] {done} devices, {failed} failed, {len(self.by_hub)} hubs")
+        per_hub = " | ".join(f"{hub}: {p.done}" for hub, p in sorted(self.by_hub.items()))
+        self.stream.write(f"\rgroup work [{per_hub}] {done} devices done, {failed} failed")
         self.stream.flush()
 
     def close(self) -> None:

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, TextIO
 
 from shared.audit import CheckId, parse_time, render_table
 from shared.ports import SuppressionRecord
+from unprovision.commands.apply import add_connection_options, load_settings
 
 NAME = "audit"
 EXIT_OK, EXIT_INVALID, EXIT_FINDINGS = 0, 2, 4
@@ -36,7 +35,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument("--remediate", action="store_true", help="re-apply revocations that no longer hold")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    parser.add_argument("--emulator", type=Path, help="take DPS, hubs and storage from this emulator.json")
+    add_connection_options(parser)
     actions = parser.add_subparsers(dest="audit_action", metavar="ACTION")
     sup = actions.add_parser("suppress", help="suppress one finding until a date")
     sup.add_argument("check", help="check ID, e.g. HUB_DEVICE_WITHOUT_REGISTRATION")
@@ -78,12 +77,8 @@ def run(args: argparse.Namespace, *, services: Any = None, now: datetime | None 
 
 
 def _settings(args: argparse.Namespace) -> Any:
-    from shared.adapters.settings import DEV_STORAGE, HOST_STORAGE, Settings, from_emulator
-
-    if args.emulator:
-        storage = os.environ.get("JOURNAL_CONNECTION") or os.environ.get(HOST_STORAGE) or DEV_STORAGE
-        return from_emulator(args.emulator, storage, base=os.environ)
-    return Settings.from_env()
+    # One way to read settings for every command: --settings, --emulator, then the environment.
+    return load_settings(args)
 
 
 def _audit(args: argparse.Namespace, services: Any, settings: Any, now: datetime, out: TextIO) -> int:
