@@ -1,0 +1,72 @@
+"""``python -m bench [--quick] [--sizes 1000,10000] [--memory-sizes 1000,100000] [--events 100] [--publish]``
+
+Runs the group-purge comparison (engine vs naive baseline), the memory runs and the single-event benchmark
+against one emulator process, then writes ``results.json``, ``report.md`` and ``benchmark.png`` to
+``bench/out/`` (``--publish`` also copies them to ``bench/results/``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from bench.run import BenchOptions, run, write_outputs
+
+OUT = Path(__file__).resolve().parent / "out"
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _sizes(text: str) -> tuple[int, ...]:
+    values = tuple(int(part.replace("_", "")) for part in text.split(",") if part.strip())
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError("sizes are positive integers, comma-separated")
+    return values
+
+
+def parse(argv: list[str] | None) -> tuple[BenchOptions, bool]:
+    p = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--quick", action="store_true", help="CI size: 1k devices, 1k/10k memory, 20 events")
+    p.add_argument("--sizes", type=_sizes, help="group sizes (default 1000,10000)")
+    p.add_argument("--memory-sizes", type=_sizes, help="memory run sizes (default 1000,100000)")
+    p.add_argument("--naive-sample", type=int, default=1000, help="naive baseline devices measured per size")
+    p.add_argument("--compression", type=float, default=10.0, help="throttle time-compression factor F")
+    p.add_argument("--action", choices=("disable", "delete"), default="disable")
+    p.add_argument("--events", type=int, help="single-device events per phase (default 100; quick 20)")
+    p.add_argument("--latency-ms", type=float, default=20.0, help="injected latency for single events")
+    p.add_argument("--skip-single", action="store_true", help="skip the single-event benchmark")
+    p.add_argument("--out", type=Path, default=OUT)
+    p.add_argument("--publish", action="store_true", help="also copy the outputs to bench/results/")
+    args = p.parse_args(argv)
+    quick = args.quick
+    options = BenchOptions(
+        sizes=args.sizes or ((1000,) if quick else (1000, 10000)),
+        memory_sizes=args.memory_sizes or ((1000, 10000) if quick else (1000, 100000)),
+        naive_sample=args.naive_sample,
+        compression=args.compression,
+        action=args.action,
+        events=args.events or (20 if quick else 100),
+        latency_ms=args.latency_ms,
+        single=not args.skip_single,
+        out=args.out,
+        command=" ".join(["python -m bench", *(argv or sys.argv[1:])]),
+    )
+    return options, args.publish
+
+
+def main(argv: list[str] | None = None) -> int:
+    options, publish = parse(argv)
+    results = run(options, log=lambda line: print(line, flush=True))
+    paths = write_outputs(results, options.out)
+    if publish:
+        write_outputs(results, RESULTS)
+    print(f"wrote {', '.join(str(p) for p in paths)}")
+    for verdict in results["verdicts"]:
+        print(f"{'MET ' if verdict['met'] else 'MISS'} {verdict['name']}: {verdict['text']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

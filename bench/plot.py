@@ -1,0 +1,35 @@
+"""The PNG: real-service-time estimates per size (log scale) and peak RSS of the memory runs."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display here; must precede pyplot
+import matplotlib.pyplot as plt
+
+
+def plot(results: Mapping[str, Any], path: Path) -> None:
+    groups, memory = results["group"], results["memory"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    sizes = [g["devices"] for g in groups]
+    for side, marker in (("engine", "o"), ("naive", "s")):
+        left.plot(sizes, [g[side]["realSeconds"] / 60 for g in groups], marker=marker, label=side)
+    left.set_xscale("log")
+    left.set_yscale("log")
+    left.set_xlabel("devices in the group (3 hubs, S1 x 1)")
+    left.set_ylabel("estimated real service time (min)")
+    left.set_title(f"Group purge (F = {results['meta']['timeCompression']:g})")
+    left.legend()
+    left.grid(True, which="both", alpha=0.3)
+    right.bar([f"{m['devices']:,}" for m in memory], [m["peakRssMb"] for m in memory], color="tab:green")
+    right.set_xlabel("devices purged (engine, in process)")
+    right.set_ylabel("peak RSS (MB)")
+    right.set_title("Memory")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,125 @@
+"""Runs every benchmark against one emulator process and assembles the results dict."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench import report
+from bench.emu import running_emulator
+from bench.group import GroupSettings, compare, memory_run
+from bench.markdown import render
+from bench.plot import plot
+
+HUBS = 3
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    sizes: tuple[int, ...] = (1000, 10000)
+    memory_sizes: tuple[int, ...] = (1000, 100000)
+    naive_sample: int = 1000
+    compression: float = 10.0
+    action: str = "disable"
+    events: int = 100
+    latency_ms: float = 20.0
+    event_interval: float = 0.5
+    single: bool = True
+    out: Path = Path("bench/out")
+    command: str = "python -m bench"
+    targets: report.Targets = field(default_factory=report.Targets)
+
+
+def run(options: BenchOptions, log: Callable[[str], None] = lambda _l: None) -> dict[str, Any]:
+    settings = GroupSettings(
+        action=options.action, time_compression=options.compression, naive_sample=options.naive_sample
+    )
+    raw: dict[str, Any] = {"group": [], "memory": [], "single": {"skipped": "--skip-single"}}
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-") as tmp,
+        running_emulator(Path(tmp) / "emulator", hubs=HUBS, time_compression=options.compression) as emu,
+    ):
+        for size in options.sizes:
+            log(f"group purge: {size:,} devices (engine, then naive)")
+            started = time.monotonic()
+            raw["group"].append(compare(emu, size, settings))
+            log(f"  done in {time.monotonic() - started:.0f} s")
+        for size in options.memory_sizes:
+            log(f"memory: {size:,} devices")
+            raw["memory"].append(memory_run(emu, size, settings))
+        if options.single:
+            log(f"single events: {options.events} paced + {options.events} burst")
+            from bench.single import run_single
+
+            raw["single"] = run_single(
+                emu, options.events, options.latency_ms, options.event_interval, Path(tmp)
+            )
+    return assemble(raw, options)
+
+
+def assemble(raw: dict[str, Any], options: BenchOptions) -> dict[str, Any]:
+    """Summaries and verdicts from the raw measurements (pure)."""
+    targets = options.targets
+    groups = [
+        {**report.group_summary(g), "raw": {k: g[k] for k in ("engine", "naive")}} for g in raw["group"]
+    ]
+    verdicts: list[report.Verdict] = []
+    if groups:
+        at_10k = [g for g in groups if g["devices"] == 10000] or [max(groups, key=lambda g: g["devices"])]
+        verdicts.append(report.speedup_verdict(at_10k[0], targets))
+        for g in groups:
+            verdicts += report.ops_verdicts(g, targets)
+    memory = sorted(raw["memory"], key=lambda m: m["devices"])
+    if len(memory) >= 2:
+        verdicts.append(report.memory_verdict(memory[0], memory[-1], targets))
+    single = raw["single"]
+    if "skipped" not in single:
+        single = {**single, "cpus": os.cpu_count()}
+        verdicts += report.single_verdicts(single, targets)
+        single = {k: v for k, v in single.items() if k != "latencies"}
+    meta = {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "command": options.command,
+        "hubs": HUBS,
+        "timeCompression": options.compression,
+        "action": options.action,
+        "naiveSample": options.naive_sample,
+        "targets": targets.__dict__,
+    }
+    return {
+        "meta": meta,
+        "verdicts": [v.to_dict() for v in verdicts],
+        "group": groups,
+        "memory": memory,
+        "single": single,
+    }
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def write_outputs(results: dict[str, Any], directory: Path) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = [directory / "results.json", directory / "report.md", directory / "benchmark.png"]
+    paths[0].write_text(json.dumps(_json_safe(results), indent=2, sort_keys=True), encoding="utf-8")
+    paths[1].write_text(render(results), encoding="utf-8")
+    plot(results, paths[2])
+    return paths
