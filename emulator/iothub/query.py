@@ -10,6 +10,12 @@ code relying on unsupported syntax fails loudly rather than getting wrong answer
 Paging: ``x-ms-max-item-count`` (default 100, capped at 1000 — the real cap is not documented, reference
 §11.8); the continuation token is opaque (base64 of the offset and a query hash); no continuation header
 on the last page. Results are in registry insertion order.
+
+Index: when a top-level condition is ``deviceId = '<id>'`` or ``deviceId IN ['<id>', ...]`` (the app's bulk
+disable asks exactly this, 100 IDs at a time), ``run_query`` asks the registry for those IDs only
+(``TwinSource.twins_by_id``) instead of building every twin in the hub; the full predicate is still applied
+to them, and the registry returns them in insertion order, so results and paging are identical to a scan.
+Every other query scans.
 """
 
 from __future__ import annotations
@@ -18,9 +24,9 @@ import base64
 import hashlib
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from emulator.iothub.model import hub_error
 
@@ -33,6 +39,23 @@ _TOKEN = re.compile(r"\s*(?:(?P<str>'(?:[^']|'')*')|(?P<num>-?\d+(?:\.\d+)?)|(?P
                     r"|(?P<word>[A-Za-z_$][A-Za-z0-9_$.]*))")
 
 Predicate = Callable[[dict[str, Any]], bool]
+IdSet = frozenset[str] | None  # the device IDs a condition can match; None = not an ID condition
+
+
+class TwinSource(Protocol):
+    """What ``run_query`` reads: every twin, or only those of some IDs, both in registry insertion order."""
+
+    def twins(self) -> list[dict[str, Any]]: ...
+
+    def twins_by_id(self, device_ids: Collection[str]) -> list[dict[str, Any]]: ...
+
+
+@dataclass(frozen=True)
+class Query:
+    """A compiled query: its predicate, and the only device IDs it can match when it names some."""
+
+    predicate: Predicate
+    device_ids: IdSet = None
 
 
 def _bad(message: str) -> Exception:
@@ -95,18 +118,19 @@ class _Parser:
             return name
         raise _bad(f"field {name!r} is outside the supported subset")
 
-    def condition(self) -> Predicate:
+    def condition(self) -> tuple[Predicate, IdSet]:
         path = self.field()
         kind, op = self.take()
         if kind == "op" and op in ("=", "!="):
             expected = self.literal()
             negate = op == "!="
-            return lambda twin: (_lookup(twin, path) == expected) != negate
+            ids = _ids(path, [expected]) if not negate else None
+            return (lambda twin: (_lookup(twin, path) == expected) != negate), ids
         if kind == "word" and str(op).lower() == "in":
             return self._in_list(path)
         raise _bad("expected =, != or IN")
 
-    def _in_list(self, path: str) -> Predicate:
+    def _in_list(self, path: str) -> tuple[Predicate, IdSet]:
         if self.take() != ("op", "["):
             raise _bad("IN needs [ ... ]")
         values = [self.literal()]
@@ -115,7 +139,14 @@ class _Parser:
             values.append(self.literal())
         if self.take() != ("op", "]"):
             raise _bad("IN list not closed")
-        return lambda twin: _lookup(twin, path) in values
+        return (lambda twin: _lookup(twin, path) in values), _ids(path, values)
+
+
+def _ids(path: str, values: list[Any]) -> IdSet:
+    """The IDs a ``deviceId`` equality/IN can match: its string literals (a twin's deviceId is a string)."""
+    if path != "deviceId":
+        return None
+    return frozenset(v for v in values if isinstance(v, str))
 
 
 _MISSING = object()
@@ -132,6 +163,11 @@ def _lookup(twin: dict[str, Any], path: str) -> Any:
 
 def parse_query(text: Any) -> Predicate:
     """Compile a query string into a predicate over Twin dicts; 400 for anything outside the subset."""
+    return compile_query(text).predicate
+
+
+def compile_query(text: Any) -> Query:
+    """Compile a query string: predicate plus the ID set of its ``deviceId`` conditions (intersected)."""
     if not isinstance(text, str) or not text.strip():
         raise _bad("the query is empty")
     parser = _Parser(_tokens(text))
@@ -141,13 +177,18 @@ def parse_query(text: Any) -> Predicate:
     parser.keyword("from")
     parser.keyword("devices")
     conditions: list[Predicate] = []
+    device_ids: IdSet = None
     if parser.peek()[0] != "end":
         parser.keyword("where")
-        conditions.append(parser.condition())
-        while parser.peek()[0] != "end":
+        while True:
+            predicate, ids = parser.condition()
+            conditions.append(predicate)
+            if ids is not None:  # conditions are ANDed: a twin must satisfy every ID condition
+                device_ids = ids if device_ids is None else device_ids & ids
+            if parser.peek()[0] == "end":
+                break
             parser.keyword("and")
-            conditions.append(parser.condition())
-    return lambda twin: all(cond(twin) for cond in conditions)
+    return Query(lambda twin: all(cond(twin) for cond in conditions), device_ids)
 
 
 def _query_hash(text: str) -> str:
@@ -183,13 +224,23 @@ def page_size(header: str | None) -> int:
         raise hub_error(400, "ArgumentInvalid", "x-ms-max-item-count must be an integer.") from exc
 
 
-def run_query(twins: list[dict[str, Any]], text: str, *, max_items: str | None,
+def run_query(twins: list[dict[str, Any]] | TwinSource, text: str, *, max_items: str | None,
               continuation: str | None) -> tuple[list[dict[str, Any]], str | None]:
-    """Filter and page; returns (items, next continuation token or None on the last page)."""
-    predicate = parse_query(text)
+    """Filter and page; returns (items, next continuation token or None on the last page).
+
+    ``twins`` is a list (scanned) or a ``TwinSource`` (the hub registry), which is asked only for the
+    named IDs when the query has a ``deviceId`` =/IN condition (module doc).
+    """
+    query = compile_query(text)
     offset = decode_token(continuation, text)
     size = page_size(max_items)
-    matching = [twin for twin in twins if predicate(twin)]
+    if isinstance(twins, list):
+        candidates = twins
+    elif query.device_ids is not None:
+        candidates = twins.twins_by_id(query.device_ids)
+    else:
+        candidates = twins.twins()
+    matching = [twin for twin in candidates if query.predicate(twin)]
     page = matching[offset : offset + size]
     following = offset + size
     return page, (encode_token(following, text) if following < len(matching) else None)

@@ -75,7 +75,7 @@ def build_router(state: HubState, jobs: JobRunner) -> Router:
         spec = request.json() or {}
         text = spec.get("query") if isinstance(spec, dict) else None
         items, token = query.run_query(
-            state.twins(), text, max_items=request.headers.get("x-ms-max-item-count"),
+            state, text, max_items=request.headers.get("x-ms-max-item-count"),
             continuation=request.headers.get("x-ms-continuation"))
         headers = {"x-ms-item-type": "twin"}
         if token:

@@ -5,7 +5,9 @@ transient ones are retried by a bounded ``Retrier`` — needed because the SDK n
 attestation reads) nor a 429 without Retry-After (reference §7). Status changes are ETag-safe
 read-modify-writes: the enrollment is read whole, its status changed, and written back with its ETag
 (the SDK echoes the body's etag as If-Match, §3.4); a 412 means someone else wrote in between, so the
-adapter re-reads and tries again, a bounded number of times.
+adapter re-reads and tries again, a bounded number of times. The read is skipped when the last
+``get_enrollment``/``get_group`` of that ID is still in the adapter's ``ReadCache`` (≤30 s old): the write
+then carries that read's ETag, so a change made in between costs a 412 and a re-read, never a lost update.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any, TypeVar
 from provisioningserviceclient import ProvisioningServiceClient, QuerySpecification
 
 from shared.adapters import dps_models as m
+from shared.adapters.read_cache import ReadCache
 from shared.adapters.retry import Retrier
 from shared.adapters.sdk_errors import deleted, guarded
 from shared.errors import Conflict, NotFound, PreconditionFailed
@@ -47,16 +50,20 @@ class DpsProvisioningService:
         *,
         retrier: Retrier | None = None,
         ca_bundle: str | None = None,
+        read_cache: ReadCache | None = None,
     ) -> None:
         self._client = client
         self._retrier = retrier or Retrier()
+        # Last enrollment/group read per ID, consumed by the next status change of that ID (module doc).
+        self._reads = read_cache if read_cache is not None else ReadCache()
         if ca_bundle:
             # Per client, never via the process environment (reference §6).
             client._runtime_client.config.connection.verify = ca_bundle
 
     @classmethod
     def from_connection_string(
-        cls, connection_string: str, *, retrier: Retrier | None = None, ca_bundle: str | None = None
+        cls, connection_string: str, *, retrier: Retrier | None = None, ca_bundle: str | None = None,
+        read_cache: ReadCache | None = None,
     ) -> DpsProvisioningService:
         """``HostName=…;SharedAccessKeyName=…;SharedAccessKey=…`` exactly (the SDK rejects a trailing ';')."""
         try:
@@ -65,7 +72,7 @@ class DpsProvisioningService:
             )
         except (ValueError, UnboundLocalError) as error:  # the message never echoes the string itself
             raise ValueError("malformed DPS connection string") from error
-        return cls(client, retrier=retrier, ca_bundle=ca_bundle)
+        return cls(client, retrier=retrier, ca_bundle=ca_bundle, read_cache=read_cache)
 
     @property
     def host_name(self) -> str:
@@ -100,12 +107,23 @@ class DpsProvisioningService:
             return None
 
     def get_enrollment(self, registration_id: str) -> IndividualEnrollment | None:
+        """Always a real GET (the orchestrator's confirm re-read relies on it); the model read is kept
+        for the next status change of this ID."""
         raw = self._get_raw_enrollment(registration_id)
+        self._remember(_enrollment_key(registration_id), raw)
         return m.enrollment(raw) if raw is not None else None
 
     def get_group(self, group_id: str) -> EnrollmentGroup | None:
+        """Always a real GET; the model read is kept for the next status change of this group."""
         raw = self._get_raw_group(group_id)
+        self._remember(_group_key(group_id), raw)
         return m.group(raw) if raw is not None else None
+
+    def _remember(self, key: tuple[str, str], raw: Any | None) -> None:
+        if raw is None:
+            self._reads.discard(key)  # "absent" is never cached: there is no create-only PUT to guard it
+        else:
+            self._reads.put(key, raw)
 
     def _query_pages(self, query: Any, what: str) -> Iterator[Any]:
         """Page through an SDK ``Query``; each page is one POST, retried on its own (the SDK retries none)."""
@@ -155,44 +173,65 @@ class DpsProvisioningService:
     # ---- enrollment and group mutations -------------------------------------------------------------
 
     def _set_status(
-        self, what: str, read: Callable[[], Any | None], status: ProvisioningStatus
+        self, what: str, key: tuple[str, str], read: Callable[[], Any | None], status: ProvisioningStatus,
+        *, fresh: Any | None = None,
     ) -> Change:
-        """Read-modify-write of ``provisioning_status`` with the read ETag; on 412 re-read, bounded."""
+        """Read-modify-write of ``provisioning_status`` with the read ETag; on 412 re-read, bounded.
+
+        The first attempt uses ``fresh`` (a model just read), else the cached read of ``key``. A cached
+        model only ever justifies a *conditional write*: when it already shows ``status``, the answer
+        "already done" would rest on possibly stale data with no ETag check behind it, so it is read again.
+        A 404 on the write (deleted since the read) is treated like a 412: the re-read decides.
+        """
+        model = fresh
+        if model is None:
+            model = self._reads.take(key)
+            if model is not None and _status_of(model) == status.value:
+                model = None
         for attempt in range(1, ETAG_ATTEMPTS + 1):
-            model = read()
+            if model is None:
+                model = read()
             if model is None:
                 raise NotFound(f"{what}: not found")
-            before = str(model.provisioning_status or "enabled")
+            before = _status_of(model)
             if before == status.value:
                 return Change(StepOutcome.ALREADY_DONE, before=before, after=before)
             model.provisioning_status = status.value
             try:
                 self._call(what, partial(self._client.create_or_update, model))
-            except PreconditionFailed:
-                log.info("%s: ETag changed underneath (attempt %d), re-reading", what, attempt)
+            except (PreconditionFailed, NotFound):
+                log.info("%s: changed underneath (attempt %d), re-reading", what, attempt)
+                model = None
                 continue
+            finally:
+                self._reads.discard(key)
             return Change(StepOutcome.DONE, before=before, after=status.value)
         raise PreconditionFailed(f"{what}: ETag kept changing after {ETAG_ATTEMPTS} attempts")
 
     def set_enrollment_status(self, registration_id: str, status: ProvisioningStatus) -> Change:
         return self._set_status(
-            "dps set enrollment status", lambda: self._get_raw_enrollment(registration_id), status
+            "dps set enrollment status", _enrollment_key(registration_id),
+            lambda: self._get_raw_enrollment(registration_id), status,
         )
 
     def set_group_status(self, group_id: str, status: ProvisioningStatus) -> Change:
-        return self._set_status("dps set group status", lambda: self._get_raw_group(group_id), status)
+        return self._set_status(
+            "dps set group status", _group_key(group_id), lambda: self._get_raw_group(group_id), status
+        )
 
     def _delete(self, what: str, fn: Callable[[], None]) -> Change:
         """Unconditional delete; 404 counts as already done (a redelivered event must not fail)."""
         return deleted(lambda: self._call(what, fn))
 
     def delete_enrollment(self, registration_id: str) -> Change:
+        self._reads.discard(_enrollment_key(registration_id))
         return self._delete(
             "dps delete enrollment",
             lambda: self._client.delete_individual_enrollment_by_param(registration_id),
         )
 
     def delete_group(self, group_id: str) -> Change:
+        self._reads.discard(_group_key(group_id))
         return self._delete(
             "dps delete group", lambda: self._client.delete_enrollment_group_by_param(group_id)
         )
@@ -209,12 +248,29 @@ class DpsProvisioningService:
         else between our read and our write would be replaced; the window is one round trip.
         """
         what = "dps create blocking enrollment"
+        key = _enrollment_key(registration_id)
+        self._reads.discard(key)  # decides create vs. conflict: needs a fresh read, not a cached one
         existing = self._get_raw_enrollment(registration_id)
         if existing is not None:
             current = m.enrollment(existing)
             if not current.is_blocking:
                 raise Conflict(f"{what}: the device's own enrollment exists; disable it instead")
-            return self.set_enrollment_status(registration_id, ProvisioningStatus.DISABLED)
+            return self._set_status(
+                "dps set enrollment status", key, lambda: self._get_raw_enrollment(registration_id),
+                ProvisioningStatus.DISABLED, fresh=existing,
+            )
         model = m.blocking_enrollment(registration_id, certificate_pem=certificate_pem, marker=marker)
         self._call(what, lambda: self._client.create_or_update(model))
         return Change(StepOutcome.DONE, before="absent", after="disabled (blocking)")
+
+
+def _enrollment_key(registration_id: str) -> tuple[str, str]:
+    return ("enrollment", registration_id)
+
+
+def _group_key(group_id: str) -> tuple[str, str]:
+    return ("group", group_id)
+
+
+def _status_of(model: Any) -> str:
+    return str(model.provisioning_status or "enabled")

@@ -4,7 +4,9 @@ Single-device changes are read-modify-writes of the whole ``Device``: read it, c
 ``statusReason``, write it back with ``If-Match: "<etag>"`` through the protocol client. The SDK's
 ``update_device_with_*`` helpers are avoided on purpose: they rebuild the device from their arguments
 and would drop keys, thumbprints, ``iotEdge`` and scopes (reference §10.1). A 412 means a concurrent
-writer: re-read and retry, bounded.
+writer: re-read and retry, bounded. The read is skipped when the last ``get`` of that device is still in the
+registry's ``ReadCache`` (≤30 s old): the write then carries that read's etag as If-Match, so a change made
+in between costs a 412 and a re-read, never a lost update.
 
 Bulk changes (≤100 devices a call, the service limit) use ``POST /devices``
 (``bulk_create_or_update_devices``), implemented in ``hub_bulk``; ``HubDeviceRegistry.bulk_disable``
@@ -23,6 +25,7 @@ from azure.iot.hub.models import QuerySpecification
 
 from shared.adapters import hub_bulk
 from shared.adapters.hub_bulk import BULK_LIMIT, checked_ids
+from shared.adapters.read_cache import ReadCache
 from shared.adapters.retry import Retrier
 from shared.adapters.sdk_errors import deleted, guarded
 from shared.errors import HubNotConfigured, NotFound, PreconditionFailed
@@ -67,24 +70,27 @@ class HubDeviceRegistry:
         *,
         retrier: Retrier | None = None,
         ca_bundle: str | None = None,
+        read_cache: ReadCache | None = None,
     ) -> None:
         self._hub = hub
         self._rm = manager
         self._retrier = retrier or Retrier()
+        # Last device read by ``get`` per ID, consumed by the next status change of that ID (module doc).
+        self._reads = read_cache if read_cache is not None else ReadCache()
         if ca_bundle:
             manager.protocol.config.connection.verify = ca_bundle  # per client, no env mutation (§6)
 
     @classmethod
     def from_connection_string(
         cls, connection_string: str, *, hub: str | None = None, retrier: Retrier | None = None,
-        ca_bundle: str | None = None,
+        ca_bundle: str | None = None, read_cache: ReadCache | None = None,
     ) -> HubDeviceRegistry:
         host = host_name_of(connection_string)
         try:
             manager = IoTHubRegistryManager.from_connection_string(connection_string.strip().rstrip(";"))
         except (ValueError, KeyError) as error:  # never echo the string: it holds the key
             raise ValueError("malformed IoT Hub connection string") from error
-        return cls(hub or host, manager, retrier=retrier, ca_bundle=ca_bundle)
+        return cls(hub or host, manager, retrier=retrier, ca_bundle=ca_bundle, read_cache=read_cache)
 
     @classmethod
     def from_token_credential(
@@ -115,19 +121,36 @@ class HubDeviceRegistry:
     # ---- single device ------------------------------------------------------------------------------
 
     def get_raw(self, device_id: str) -> Any | None:
+        """A real GET, not cached (``hub_bulk`` reads keys through it)."""
         try:
             return self.call("hub get device", lambda: self._rm.get_device(device_id))
         except NotFound:
             return None
 
     def get(self, device_id: str) -> HubDevice | None:
+        """Always a real GET; the device read is kept for the next status change of this ID."""
         raw = self.get_raw(device_id)
-        return to_hub_device(self._hub, raw) if raw is not None else None
+        if raw is None:
+            self._reads.discard(device_id)
+            return None
+        self._reads.put(device_id, raw)
+        return to_hub_device(self._hub, raw)
+
+    def _cached(self, device_id: str, status: HubDeviceStatus) -> Any | None:
+        """The cached read of ``device_id``, if it can justify a conditional write: one already showing
+        ``status`` cannot (an "already done" answer needs a fresh read: no If-Match would catch staleness)."""
+        device = self._reads.take(device_id)
+        if device is None or str(device.status or "enabled") == status.value:
+            return None
+        return device
 
     def _set_status(self, device_id: str, status: HubDeviceStatus, reason: str | None) -> Change:
+        """Read-modify-write with If-Match; 412 (or 404: deleted since the read) → re-read, bounded."""
         what = f"hub set device status {status.value}"
+        device = self._cached(device_id, status)
         for attempt in range(1, ETAG_ATTEMPTS + 1):
-            device = self.get_raw(device_id)
+            if device is None:
+                device = self.get_raw(device_id)
             if device is None:
                 raise NotFound(f"{what} ({self._hub}): device not found")
             before = str(device.status or "enabled")
@@ -139,9 +162,12 @@ class HubDeviceRegistry:
             try:
                 write = partial(self.protocol.devices.create_or_update_identity, device_id, device, etag)
                 self.call(what, write)
-            except PreconditionFailed:
-                log.info("%s: ETag changed underneath (attempt %d), re-reading", what, attempt)
+            except (PreconditionFailed, NotFound):
+                log.info("%s: changed underneath (attempt %d), re-reading", what, attempt)
+                device = None
                 continue
+            finally:
+                self._reads.discard(device_id)
             return Change(StepOutcome.DONE, before=before, after=status.value)
         raise PreconditionFailed(f"{what} ({self._hub}): ETag kept changing after {ETAG_ATTEMPTS} attempts")
 
@@ -155,6 +181,7 @@ class HubDeviceRegistry:
 
     def delete(self, device_id: str) -> Change:
         """Unconditional delete (``If-Match: "*"``); 404 counts as already done."""
+        self._reads.discard(device_id)
         return deleted(lambda: self.call("hub delete device", lambda: self._rm.delete_device(device_id)))
 
     # ---- bulk and listing ---------------------------------------------------------------------------
@@ -168,11 +195,18 @@ class HubDeviceRegistry:
         round for those devices only (bounded). Missing devices are reported failed ``DeviceNotFound``.
         """
         reason = reason[:STATUS_REASON_MAX] if reason else None
+        self._forget(device_ids)
         return hub_bulk.bulk_disable(self, device_ids, reason, rounds=ETAG_ATTEMPTS)
 
     def bulk_delete(self, device_ids: Sequence[str]) -> BulkResult:
         """Delete up to 100 devices in one POST (``importMode: delete``); DeviceNotFound → unchanged."""
+        self._forget(device_ids)
         return hub_bulk.bulk_delete(self, device_ids)
+
+    def _forget(self, device_ids: Sequence[str]) -> None:
+        """Bulk writes change these devices: their cached reads are stale."""
+        for device_id in device_ids:
+            self._reads.discard(device_id)
 
     def query(self, sql: str, page_size: int) -> Iterator[Any]:
         """Every item of a registry query, following continuation tokens; each page retried alone."""

@@ -17,6 +17,7 @@ from provisioningserviceclient.models import AttestationMechanism, IndividualEnr
 from provisioningserviceclient.models import EnrollmentGroup as SdkGroup
 
 from shared.adapters.dps import DpsProvisioningService
+from shared.adapters.read_cache import ReadCache
 from shared.adapters.retry import Retrier, RetryPolicy
 from shared.errors import AuthFailed, Conflict, NotFound
 from shared.model import BLOCKING_MARKER_TAG, AttestationType, ProvisioningStatus
@@ -324,3 +325,108 @@ def test_an_explicit_ca_bundle_is_enough_without_the_environment(
         clean_emulator.dps_connection_string, ca_bundle=clean_emulator.ca_bundle
     )
     assert pinned.get_group("grp") is None
+
+
+# ---- read reuse (ReadCache) -----------------------------------------------------------------------
+
+
+def enrollment_calls(emu: Any, method: str) -> int:
+    """Answered single-enrollment calls (``METHOD /enrollments/{id}``), any status."""
+    counters = emu.admin("GET", "/counters")["calls"].get("dps", {})
+    return sum(sum(by_status.values()) for op, by_status in counters.items()
+               if op.startswith(f"{method} /enrollments/") and "query" not in op)
+
+
+class Ticks:
+    """Injected monotonic clock for the read cache."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_status_change_right_after_a_read_costs_one_get_and_one_put(clean_emulator: Any) -> None:
+    put_enrollment(clean_emulator, "dev-rw")
+    dps = adapter(clean_emulator)
+    gets, puts = enrollment_calls(clean_emulator, "GET"), enrollment_calls(clean_emulator, "PUT")
+    got = dps.get_enrollment("dev-rw")
+    assert got is not None
+    change = dps.set_enrollment_status("dev-rw", ProvisioningStatus.DISABLED)
+    assert (change.outcome, change.before, change.after) == (StepOutcome.DONE, "enabled", "disabled")
+    assert enrollment_calls(clean_emulator, "GET") - gets == 1
+    assert enrollment_calls(clean_emulator, "PUT") - puts == 1
+    assert calls(clean_emulator, status="412") == 0
+    # The cached read was consumed: the next change reads afresh.
+    assert dps.set_enrollment_status("dev-rw", ProvisioningStatus.ENABLED).outcome is StepOutcome.DONE
+    assert enrollment_calls(clean_emulator, "GET") - gets == 2
+    assert sdk(clean_emulator).get_individual_enrollment("dev-rw").provisioning_status == "enabled"
+
+
+def test_a_change_made_behind_the_adapters_back_after_its_read_survives(clean_emulator: Any) -> None:
+    put_enrollment(clean_emulator, "dev-behind")
+    dps = adapter(clean_emulator)
+    assert dps.get_enrollment("dev-behind") is not None
+    other = sdk(clean_emulator)
+    theirs = other.get_individual_enrollment("dev-behind")
+    theirs.device_id = "renamed-by-someone-else"
+    other.create_or_update(theirs)
+    change = dps.set_enrollment_status("dev-behind", ProvisioningStatus.DISABLED)
+    assert change.outcome is StepOutcome.DONE
+    assert calls(clean_emulator, status="412") == 1  # the cached ETag was refused, then re-read
+    final = other.get_individual_enrollment("dev-behind")
+    assert final.provisioning_status == "disabled"
+    assert final.device_id == "renamed-by-someone-else"
+
+
+def test_a_cached_read_already_in_the_wanted_state_is_checked_afresh(clean_emulator: Any) -> None:
+    put_enrollment(clean_emulator, "dev-flip", status="disabled")
+    dps = adapter(clean_emulator)
+    assert dps.get_enrollment("dev-flip") is not None  # cached: disabled
+    other = sdk(clean_emulator)
+    theirs = other.get_individual_enrollment("dev-flip")
+    theirs.provisioning_status = "enabled"
+    other.create_or_update(theirs)
+    change = dps.set_enrollment_status("dev-flip", ProvisioningStatus.DISABLED)
+    assert (change.outcome, change.before) == (StepOutcome.DONE, "enabled")
+    assert other.get_individual_enrollment("dev-flip").provisioning_status == "disabled"
+
+
+def test_a_read_older_than_the_max_age_is_not_reused(clean_emulator: Any) -> None:
+    put_enrollment(clean_emulator, "dev-old")
+    ticks = Ticks()
+    retrier = Retrier(RetryPolicy(timeout=30), sleep=Sleeps(), rng=random.Random(1))
+    dps = DpsProvisioningService.from_connection_string(
+        clean_emulator.dps_connection_string, retrier=retrier, read_cache=ReadCache(max_age=30, clock=ticks))
+    dps.get_enrollment("dev-old")
+    ticks.now = 31.0
+    assert dps.set_enrollment_status("dev-old", ProvisioningStatus.DISABLED).outcome is StepOutcome.DONE
+    assert enrollment_calls(clean_emulator, "GET") == 2
+
+
+def test_the_confirming_read_after_a_change_is_a_real_get(clean_emulator: Any) -> None:
+    put_enrollment(clean_emulator, "dev-confirm")
+    dps = adapter(clean_emulator)
+    dps.get_enrollment("dev-confirm")
+    dps.set_enrollment_status("dev-confirm", ProvisioningStatus.DISABLED)
+    other = sdk(clean_emulator)
+    theirs = other.get_individual_enrollment("dev-confirm")
+    theirs.provisioning_status = "enabled"  # someone undoes it right after our write
+    other.create_or_update(theirs)
+    gets = enrollment_calls(clean_emulator, "GET")
+    confirmed = dps.get_enrollment("dev-confirm")
+    assert enrollment_calls(clean_emulator, "GET") == gets + 1
+    assert confirmed is not None
+    assert confirmed.status is ProvisioningStatus.ENABLED
+
+
+def test_a_group_status_change_after_a_read_reuses_it(clean_emulator: Any) -> None:
+    put_group(clean_emulator, "grp-rw", AttestationMechanism(type="symmetricKey"))
+    dps = adapter(clean_emulator)
+    assert dps.get_group("grp-rw") is not None
+    assert dps.set_group_status("grp-rw", ProvisioningStatus.DISABLED).outcome is StepOutcome.DONE
+    counters = clean_emulator.admin("GET", "/counters")["calls"]["dps"]
+    group_gets = sum(sum(v.values()) for op, v in counters.items() if op.startswith("GET /enrollmentGroups/"))
+    assert group_gets == 1
+    assert sdk(clean_emulator).get_enrollment_group("grp-rw").provisioning_status == "disabled"

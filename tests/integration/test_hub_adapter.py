@@ -394,3 +394,77 @@ def test_an_explicit_ca_bundle_is_enough_without_the_environment(
         hub["connectionString"], retrier=retrier(), ca_bundle=clean_emulator.ca_bundle
     )
     assert pinned.get("dev-1") is None
+
+
+# ---- read reuse (ReadCache) -----------------------------------------------------------------------
+
+
+def test_a_disable_right_after_a_read_costs_one_get_and_one_put(clean_emulator: Any) -> None:
+    sdk(clean_emulator).create_device_with_sas("dev-rw", None, None, "enabled")
+    reg = registry(clean_emulator)
+    gets, puts = device_gets(clean_emulator), calls(clean_emulator, operation="PUT /devices/")
+    assert reg.get("dev-rw") is not None
+    change = reg.disable("dev-rw", reason="lost: evt-rw")
+    assert (change.outcome, change.before, change.after) == (StepOutcome.DONE, "enabled", "disabled")
+    assert device_gets(clean_emulator) - gets == 1
+    assert calls(clean_emulator, operation="PUT /devices/") - puts == 1
+    assert calls(clean_emulator, status="412") == 0
+    assert reg.enable("dev-rw").outcome is StepOutcome.DONE  # the cached read was consumed: read afresh
+    assert device_gets(clean_emulator) - gets == 2
+
+
+def test_new_keys_written_behind_the_adapters_back_after_its_read_survive_a_disable(
+        clean_emulator: Any) -> None:
+    rm = sdk(clean_emulator)
+    rm.create_device_with_sas("dev-behind", None, None, "enabled")
+    reg = registry(clean_emulator)
+    assert reg.get("dev-behind") is not None  # cached, with the old keys
+    theirs = rm.get_device("dev-behind")
+    new_key = "bmV3LWtleS1uZXcta2V5LW5ldy1rZXktbmV3LWtleSE="
+    theirs.authentication.symmetric_key.primary_key = new_key
+    rm.protocol.devices.create_or_update_identity("dev-behind", theirs, f'"{theirs.etag}"')
+    assert reg.disable("dev-behind", reason="stolen").outcome is StepOutcome.DONE
+    assert calls(clean_emulator, status="412") == 1  # the cached etag was refused, then re-read
+    final = rm.get_device("dev-behind")
+    assert (final.status, final.status_reason) == ("disabled", "stolen")
+    assert final.authentication.symmetric_key.primary_key == new_key  # the stale keys were not written back
+
+
+def test_a_device_deleted_after_its_read_is_not_found_and_not_recreated(clean_emulator: Any) -> None:
+    rm = sdk(clean_emulator)
+    rm.create_device_with_sas("dev-gone", None, None, "enabled")
+    reg = registry(clean_emulator)
+    assert reg.get("dev-gone") is not None
+    rm.delete_device("dev-gone")
+    with pytest.raises(NotFound):
+        reg.disable("dev-gone")
+    assert reg.get("dev-gone") is None
+
+
+def test_a_cached_read_already_disabled_is_checked_afresh(clean_emulator: Any) -> None:
+    rm = sdk(clean_emulator)
+    rm.create_device_with_sas("dev-flip", None, None, "disabled")
+    reg = registry(clean_emulator)
+    assert reg.get("dev-flip") is not None  # cached: disabled
+    theirs = rm.get_device("dev-flip")
+    theirs.status = "enabled"
+    rm.protocol.devices.create_or_update_identity("dev-flip", theirs, f'"{theirs.etag}"')
+    change = reg.disable("dev-flip", reason="lost")
+    assert (change.outcome, change.before) == (StepOutcome.DONE, "enabled")
+    assert rm.get_device("dev-flip").status == "disabled"
+
+
+def test_the_read_after_a_disable_is_a_real_get(clean_emulator: Any) -> None:
+    rm = sdk(clean_emulator)
+    rm.create_device_with_sas("dev-confirm", None, None, "enabled")
+    reg = registry(clean_emulator)
+    reg.get("dev-confirm")
+    reg.disable("dev-confirm", reason="lost")
+    theirs = rm.get_device("dev-confirm")
+    theirs.status = "enabled"  # someone undoes it right after our write
+    rm.protocol.devices.create_or_update_identity("dev-confirm", theirs, f'"{theirs.etag}"')
+    gets = device_gets(clean_emulator)
+    seen = reg.get("dev-confirm")
+    assert device_gets(clean_emulator) == gets + 1
+    assert seen is not None
+    assert seen.status is HubDeviceStatus.ENABLED
