@@ -27,13 +27,18 @@ import os
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from shared.adapters.audit_tables import TableAuditReportStore, TableSuppressionStore
 from shared.adapters.dps import DpsProvisioningService
-from shared.adapters.hub_jobs import BlobContainer, HubImportJobs, blob_account, create_container
+from shared.adapters.hub_jobs import (
+    BlobContainer,
+    HubImportJobs,
+    blob_account,
+    create_container,
+    job_manager,
+)
 from shared.adapters.iothub import HubRegistries
-from shared.adapters.journal_tables import TableJournal
+from shared.adapters.journal_tables import TableJournal, identity_table_service
 from shared.adapters.notifier import OutcomeNotifier, OutcomeSender, ServiceBusOutcomeSender
 from shared.adapters.poison_queue import StoragePoisonQueue, poison_queue_name
 from shared.adapters.queues import StorageQueueSender
@@ -99,21 +104,12 @@ def storage_connection_string(settings: Settings, environ: Mapping[str, str] | N
     return journal.connection_string if journal is not None else None
 
 
-def _table_service(connection: Connection) -> Any:
-    from azure.data.tables import TableServiceClient
-
-    uri = connection.service_uri("table")
-    if uri is None:
-        raise SettingsError(connection.name, "identity-based, but no __tableServiceUri or __accountName")
-    return TableServiceClient(endpoint=uri, credential=connection.credential())
-
-
 def _audit_stores(connection: Connection, prefix: str) -> tuple[AuditReportStore, SuppressionStore]:
     if connection.connection_string is not None:
         conn = connection.connection_string
         return (TableAuditReportStore.from_connection_string(conn, prefix=prefix),
                 TableSuppressionStore.from_connection_string(conn, prefix=prefix))
-    service = _table_service(connection)
+    service = identity_table_service(connection)
     return TableAuditReportStore(service, prefix=prefix), TableSuppressionStore(service, prefix=prefix)
 
 
@@ -173,18 +169,9 @@ def import_jobs(settings: Settings, storage: str | None, prefix: str = "") -> Im
                 create_container(account, name)
                 created.add(name)
         container = BlobContainer.for_account(account.endpoint, account.name, account.key, name)
-        return HubImportJobs(hub, _job_manager(connection, settings.emulator_ca_bundle), container)
+        return HubImportJobs(hub, job_manager(connection, settings.emulator_ca_bundle), container)
 
     return for_hub
-
-
-def _job_manager(connection_string: str, ca_bundle: str | None) -> Any:
-    from azure.iot.hub import IoTHubJobManager
-
-    manager = IoTHubJobManager.from_connection_string(connection_string.strip().rstrip(";"))
-    if ca_bundle:
-        manager.protocol.config.connection.verify = ca_bundle  # per client, as HubRegistries does
-    return manager
 
 
 def build_services(settings: Settings, *, table_prefix: str | None = None,

@@ -207,9 +207,9 @@ class HubImportJobs:
         self._retrier = retrier or Retrier()
 
     @classmethod
-    def from_connection_string(cls, connection_string: str, container: BlobContainer,
-                               **options: Any) -> HubImportJobs:
-        manager = IoTHubJobManager.from_connection_string(connection_string.strip().rstrip(";"))
+    def from_connection_string(cls, connection_string: str, container: BlobContainer, *,
+                               ca_bundle: str | None = None, **options: Any) -> HubImportJobs:
+        manager = job_manager(connection_string, ca_bundle)
         return cls(host_name_of(connection_string), manager, container, **options)
 
     def delete(self, device_ids: Iterable[str]) -> JobResult:
@@ -287,3 +287,11 @@ def _disabled(device: dict[str, Any], reason: str | None) -> dict[str, Any]:
     if reason:
         line["statusReason"] = reason[:128]
     return line
+
+
+def job_manager(connection_string: str, ca_bundle: str | None = None) -> IoTHubJobManager:
+    """An ``IoTHubJobManager`` for one hub; ``ca_bundle`` trusts a local CA for this client only."""
+    manager = IoTHubJobManager.from_connection_string(connection_string.strip().rstrip(";"))
+    if ca_bundle:
+        manager.protocol.config.connection.verify = ca_bundle
+    return manager

@@ -110,9 +110,7 @@ class TableJournal:
         """From a resolved ``Settings.journal``: a connection string, or identity-based access."""
         if connection.connection_string is not None:
             return cls.from_connection_string(connection.connection_string, **options)
-        uri = connection.service_uri("table")
-        if uri is None:
-            raise SettingsError(connection.name, "identity-based, but no __tableServiceUri or __accountName")
+        uri = _table_service_uri(connection)
         return cls.from_account_url(uri, connection.credential(), **options)
 
     def _ready(self, create_tables: bool) -> TableJournal:
@@ -304,3 +302,15 @@ def _start(header: Mapping[str, Any]) -> dict[str, Any] | None:
     return {"Status": "in_progress"} if header["Status"] == "received" else None
 
 
+def _table_service_uri(connection: Connection) -> str:
+    uri = connection.service_uri("table")
+    if uri is None:
+        raise SettingsError(connection.name, "identity-based, but no __tableServiceUri or __accountName")
+    return uri
+
+
+def identity_table_service(connection: Connection) -> TableServiceClient:
+    """A table service client for an identity-based connection (``X__tableServiceUri`` + azure-identity)."""
+    return TableServiceClient(
+        endpoint=_table_service_uri(connection), credential=connection.credential(), **_CLIENT_OPTIONS
+    )
