@@ -1,8 +1,9 @@
 """``python -m bench [--quick] [--sizes 1000,10000] [--memory-sizes 1000,100000] [--events 100] [--publish]``
 
-Runs the group-purge comparison (engine vs naive baseline), the memory runs and the single-event benchmark
-against one emulator process, then writes ``results.json``, ``report.md`` and ``benchmark.png`` to
-``bench/out/`` (``--publish`` also copies them to ``bench/results/``).
+Runs the group-purge comparison (engine as the product runs it, the engine's bulk path alone where the
+product took import jobs, naive baseline), the memory runs and the single-event benchmark against one
+emulator process and one Azurite with blob (the import jobs' storage), then writes ``results.json``,
+``report.md`` and ``benchmark.png`` to ``bench/out/`` (``--publish`` also copies them to ``bench/results/``).
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ def parse(argv: list[str] | None) -> tuple[BenchOptions, bool]:
     p.add_argument("--naive-sample", type=int, default=1000, help="naive baseline devices measured per size")
     p.add_argument("--compression", type=float, default=10.0, help="throttle time-compression factor F")
     p.add_argument("--action", choices=("disable", "delete"), default="disable")
+    p.add_argument("--import-job-threshold", type=int,
+                   help="GROUP_IMPORT_JOB_THRESHOLD for the engine (default: the product's, 1000 per hub)")
     p.add_argument("--events", type=int, help="single-device events per phase (default 100; quick 20)")
     p.add_argument("--latency-ms", type=float, default=20.0, help="injected latency for single events")
     p.add_argument("--skip-single", action="store_true", help="skip the single-event benchmark")
@@ -49,6 +52,7 @@ def parse(argv: list[str] | None) -> tuple[BenchOptions, bool]:
         action=args.action,
         events=args.events or (20 if quick else 100),
         latency_ms=args.latency_ms,
+        import_job_threshold=args.import_job_threshold,
         single=not args.skip_single,
         out=args.out,
         command=" ".join(["python -m bench", *(argv or sys.argv[1:])]),

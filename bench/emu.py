@@ -87,7 +87,7 @@ def running_emulator(
     cmd = [
         sys.executable,
         "-m",
-        "bench.emulator_main",
+        "emulator",
         "--state-dir",
         str(state_dir),
         "--hubs",

@@ -4,6 +4,12 @@ Each side: reset the emulator, set the knobs, seed the fleet, run the side in a 
 emulator's counters. The engine's limiter is sized to the *compressed* S1 budget (100 ops per window per
 unit, window = 60 s / factor) times a safety margin, because the emulator's fixed windows do not line up
 with the token bucket's refill (a call sent exactly at the refill instant can land in the old window).
+
+The engine runs as the product runs in process: with the import-job factory over a blob-capable storage
+account (``GroupSettings.storage``) and the product's threshold. When that run made import jobs, the same
+size is measured again with the factory left out (side ``engineBulk``), so bulk, import jobs and the naive
+baseline stand side by side. Emulator units are kept per service and bucket: a job's calls count against
+the hub's ``jobs`` bucket, bulk calls against ``registry`` (one unit per device).
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ import json
 import os
 import subprocess
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from bench.emu import ROOT, EmulatorProcess
@@ -33,6 +39,9 @@ class GroupSettings:
     limiter_margin: float = 0.95
     naive_sample: int = 1000
     max_in_flight: int = 2
+    storage: str | None = field(default=None, repr=False)  # blob-capable connection string: import jobs on
+    import_job_threshold: int | None = None  # None: the product default (GROUP_IMPORT_JOB_THRESHOLD)
+    import_jobs: bool = True
 
 
 def run_child(emu: EmulatorProcess, settings: dict[str, Any]) -> dict[str, Any]:
@@ -55,48 +64,69 @@ def run_child(emu: EmulatorProcess, settings: dict[str, Any]) -> dict[str, Any]:
 
 
 def emulator_view(counters: dict[str, Any], hubs: list[str]) -> dict[str, Any]:
-    """Registry units spent per hub (accepted calls only: a 429 spends nothing) and the raw counters."""
-    units = counters.get("units", {})
-    registry = {hub: float(units.get(hub, {}).get("registry", 0.0)) for hub in hubs}
-    return {"registryUnitsByHub": registry, "calls": counters.get("calls", {})}
+    """Units spent per service and bucket (accepted calls only: a 429 spends nothing) and the raw counters.
+    ``registryUnitsByHub`` is the hubs' ``registry`` bucket (bulk calls count one unit per device)."""
+    raw = counters.get("units", {})
+    units = {svc: {b: float(n) for b, n in buckets.items()} for svc, buckets in raw.items()}
+    registry = {hub: units.get(hub, {}).get("registry", 0.0) for hub in hubs}
+    return {"registryUnitsByHub": registry, "units": units, "calls": counters.get("calls", {})}
 
 
-def _prepare(emu: EmulatorProcess, devices: int, knobs: dict[str, Any]) -> None:
+def _spent(before: dict[str, Any], after: dict[str, Any]) -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = {}
+    for svc, buckets in after["units"].items():
+        old = before["units"].get(svc, {})
+        diff = {b: n - old.get(b, 0.0) for b, n in buckets.items() if n - old.get(b, 0.0)}
+        if diff:
+            out[svc] = diff
+    return out
+
+
+def _prepare(emu: EmulatorProcess, devices: int, knobs: dict[str, Any]) -> dict[str, Any]:
+    """Reset, seed, set the knobs; returns the emulator's per-minute limits by service and bucket."""
     emu.reset()
     seed_fleet(emu, devices)
-    emu.set_knobs(**knobs)  # after seeding: seeding goes through the admin API, never throttled anyway
+    settings = emu.set_knobs(**knobs)  # after seeding: seeding goes through the admin API, never throttled
+    return dict(settings.get("limitsPerMinute", {}))
 
 
 def measure_side(
     emu: EmulatorProcess, devices: int, side: str, cfg: GroupSettings, knobs: dict[str, Any]
 ) -> dict[str, Any]:
     """Seed ``devices``, run one side, attach the emulator's view of it."""
-    _prepare(emu, devices, knobs)
+    limits = _prepare(emu, devices, knobs)
     before = emulator_view(emu.counters(), emu.hub_names)
     window_budget = S1_PER_UNIT * cfg.units
+    throttled = knobs.get("tier", "S1") != "off"
+    per_minute = window_budget * cfg.time_compression * cfg.limiter_margin
     settings: dict[str, Any] = {
         "side": side,
         "groupId": GROUP_ID,
         "action": cfg.action,
         "sample": min(devices, cfg.naive_sample),
-        "limiterOpsPerMinute": window_budget * cfg.time_compression * cfg.limiter_margin
-        if knobs.get("tier", "S1") != "off"
-        else 1e12,
-        "limiterBurst": window_budget if knobs.get("tier", "S1") != "off" else 1e12,
+        "limiterOpsPerMinute": per_minute if throttled else 1e12,
+        "limiterBurst": window_budget if throttled else 1e12,
         "maxInFlight": cfg.max_in_flight,
+        "importJobs": cfg.import_jobs and cfg.storage is not None,
+        "storage": cfg.storage,
+        "importJobThreshold": cfg.import_job_threshold,
     }
     result = run_child(emu, settings)
     after = emulator_view(emu.counters(), emu.hub_names)
     spent = {
         hub: after["registryUnitsByHub"][hub] - before["registryUnitsByHub"][hub] for hub in emu.hub_names
     }
-    result["emulator"] = {"registryUnitsByHub": spent, "calls": after["calls"]}
+    result["emulator"] = {
+        "registryUnitsByHub": spent, "units": _spent(before, after), "calls": after["calls"],
+        "limitsPerMinute": limits,
+    }
     result["seeded"] = devices
     return result
 
 
 def compare(emu: EmulatorProcess, devices: int, cfg: GroupSettings) -> dict[str, Any]:
-    """Both sides at one size, same knobs."""
+    """All sides at one size, same knobs: engine as the product runs it, engine on the bulk path alone
+    (only when the first made import jobs), naive."""
     knobs = {
         "tier": cfg.tier,
         "units": cfg.units,
@@ -105,7 +135,10 @@ def compare(emu: EmulatorProcess, devices: int, cfg: GroupSettings) -> dict[str,
         "latencyMs": 0,
     }
     engine = measure_side(emu, devices, "engine", cfg, knobs)
-    naive = measure_side(emu, devices, "naive", cfg, knobs)
+    sides = {"engine": engine}
+    if engine.get("importJobs"):
+        sides["engineBulk"] = measure_side(emu, devices, "engine", replace(cfg, import_jobs=False), knobs)
+    sides["naive"] = measure_side(emu, devices, "naive", cfg, knobs)
     return {
         "devices": devices,
         "hubs": len(emu.hub_names),
@@ -114,25 +147,36 @@ def compare(emu: EmulatorProcess, devices: int, cfg: GroupSettings) -> dict[str,
         "units": cfg.units,
         "timeCompression": cfg.time_compression,
         "limiterMargin": cfg.limiter_margin,
-        "engine": engine,
-        "naive": naive,
+        "importJobThreshold": engine.get("importJobThreshold"),
+        **sides,
     }
 
 
-def memory_run(emu: EmulatorProcess, devices: int, cfg: GroupSettings) -> dict[str, Any]:
-    """Engine only, throttling off (memory does not depend on pacing; keeps 100k short), action ``delete``:
-    the emulator answers each ``deviceId IN [...]`` query of the disable path by building every twin of the
-    hub (O(registry) per batch), which makes a 100k disable take ~17 min on the emulator alone. The engine
-    holds the same <=100-ID batches either way; disable adds at most 100 query twins per in-flight batch."""
+MEMORY_PATHS = ("bulk", "product")
+
+
+def memory_run(emu: EmulatorProcess, devices: int, cfg: GroupSettings, path: str = "bulk") -> dict[str, Any]:
+    """Engine only, throttling off (memory does not depend on pacing; keeps 100k short).
+
+    * ``bulk``: the bulk path alone, action ``delete`` (the series of the earlier published runs): the
+      engine holds <=100-ID batches, at most ``max_in_flight + 1`` per hub.
+    * ``product``: as the product runs, action ``cfg.action``: hubs at or above the import-job threshold
+      take jobs. A disable job holds the set of the hub's group device IDs and the rewritten lines
+      (docs/engine-integration.md, Limits), so its memory grows with the group; this run measures by how
+      much.
+    """
     knobs = {"tier": "off", "dpsThrottle": False, "timeCompression": 1, "latencyMs": 0}
-    result = measure_side(emu, devices, "engine", replace(cfg, action="delete"), knobs)
+    side = replace(cfg, action="delete", import_jobs=False) if path == "bulk" else cfg
+    result = measure_side(emu, devices, "engine", side, knobs)
     return {
         "devices": devices,
-        "action": "delete",
+        "path": path,
+        "action": side.action,
         "wallSeconds": result["wallSeconds"],
         "peakRssMb": result["peakRssMb"],
         "baselineRssMb": result["baselineRssMb"],
         "purged": result["devices"],
         "failed": result["failed"],
         "bulkCalls": result["bulkCalls"],
+        "importJobs": result.get("importJobs", 0),
     }

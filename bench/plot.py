@@ -18,6 +18,9 @@ def plot(results: Mapping[str, Any], path: Path) -> None:
     sizes = [g["devices"] for g in groups]
     for side, marker in (("engine", "o"), ("naive", "s")):
         left.plot(sizes, [g[side]["realSeconds"] / 60 for g in groups], marker=marker, label=side)
+    bulk = [(g["devices"], g["engineBulk"]["realSeconds"] / 60) for g in groups if "engineBulk" in g]
+    if bulk:  # the bulk path alone, where the engine itself took import jobs
+        left.plot(*zip(*bulk, strict=True), marker="^", linestyle="none", label="engine, bulk path only")
     left.set_xscale("log")
     left.set_yscale("log")
     left.set_xlabel("devices in the group (3 hubs, S1 x 1)")
@@ -25,7 +28,9 @@ def plot(results: Mapping[str, Any], path: Path) -> None:
     left.set_title(f"Group purge (F = {results['meta']['timeCompression']:g})")
     left.legend()
     left.grid(True, which="both", alpha=0.3)
-    right.bar([f"{m['devices']:,}" for m in memory], [m["peakRssMb"] for m in memory], color="tab:green")
+    labels = [f"{m['devices']:,}\n{m.get('path', 'bulk')}" for m in memory]
+    colours = ["tab:green" if m.get("path", "bulk") == "bulk" else "tab:purple" for m in memory]
+    right.bar(labels, [m["peakRssMb"] for m in memory], color=colours)
     right.set_xlabel("devices purged (engine, in process)")
     right.set_ylabel("peak RSS (MB)")
     right.set_title("Memory")

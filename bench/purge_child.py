@@ -2,8 +2,12 @@
 
     python -m bench.purge_child CONFIG.json  (settings as JSON on stdin, result as JSON on stdout)
 
-* ``engine``: ``unprovision.groupwork.purge_group`` in-process mode over the real adapters — DPS registration
-  query pages, then throttled bulk calls per hub (limiter sized to the emulator's compressed S1 budget).
+* ``engine``: ``unprovision.groupwork.purge_group`` in-process mode over the real adapters, configured as the
+  product configures it (``unprovision.service.group_work``): DPS registration query pages, throttled bulk
+  calls per hub (limiter sized to the emulator's compressed S1 budget), and — when ``storage`` names a
+  blob-capable account — the import-job factory of ``unprovision.wiring.import_jobs`` with the
+  ``GROUP_IMPORT_JOB_THRESHOLD`` setting (default 1000 devices per hub). ``importJobs: false`` leaves the
+  factory out, which measures the bulk path on its own.
 * ``naive``: what a script around the Azure CLI does — enumerate the group's registrations, then per device
   ``IoTHubRegistryManager.get_device`` followed by ``delete_device`` or an update to ``disabled``, sleeping
   for a 429's ``Retry-After`` and trying again. ``sample`` limits it to the first devices (extrapolated by
@@ -18,6 +22,7 @@ import sys
 import time
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 from typing import Any, TypeVar
 
 import psutil
@@ -53,8 +58,13 @@ def run_engine(cfg: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
     registries = HubRegistries({h["hostName"]: h["connectionString"] for h in cfg["hubs"]}, ca_bundle=ca)
     per_min, burst = settings["limiterOpsPerMinute"], settings["limiterBurst"]
     limiter = InMemoryRateLimiter(default=HubBudget(ops_per_minute=per_min, burst=burst))
+    threshold, import_jobs = _job_path(cfg, settings)
     work = GroupWork(
-        limiter=limiter, max_in_flight=settings.get("maxInFlight", 2), page_size=settings.get("pageSize", 100)
+        limiter=limiter,
+        max_in_flight=settings.get("maxInFlight", 2),
+        page_size=settings.get("pageSize", 100),
+        import_job_threshold=threshold,
+        import_jobs=import_jobs,
     )
     kind = (
         StepKind.GROUP_DEVICES_DELETED if settings["action"] == "delete" else StepKind.GROUP_DEVICES_DISABLED
@@ -72,7 +82,28 @@ def run_engine(cfg: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
         "unchanged": total.unchanged,
         "failed": total.failed,
         "bulkCalls": result.calls,
+        "importJobs": result.jobs,
+        "importJobThreshold": threshold if import_jobs is not None else None,
     }
+
+
+def _job_path(cfg: dict[str, Any], settings: dict[str, Any]) -> tuple[int | None, Any]:
+    """(threshold, factory) exactly as the app wires them: ``Settings`` from the emulator's config and the
+    storage connection string (``GROUP_IMPORT_JOB_THRESHOLD`` from ``importJobThreshold`` when given, else
+    the product default), the factory from ``wiring.import_jobs``. (None, None) when the side runs without
+    the path or the storage has no blob endpoint."""
+    storage = settings.get("storage")
+    if not settings.get("importJobs") or not storage:
+        return None, None
+    from shared.adapters.settings import GROUP_IMPORT_JOB_THRESHOLD, from_emulator
+    from unprovision import wiring
+
+    base = {}
+    if settings.get("importJobThreshold") is not None:
+        base[GROUP_IMPORT_JOB_THRESHOLD] = str(int(settings["importJobThreshold"]))
+    app = from_emulator(Path(cfg["configPath"]), storage, base=base)
+    factory = wiring.import_jobs(app, storage, prefix=settings.get("tablePrefix", "bench"))
+    return (app.group_import_job_threshold, factory) if factory is not None else (None, None)
 
 
 def _honour_429(fn: Callable[[], T], stats: dict[str, float]) -> T:
@@ -139,6 +170,7 @@ def run_naive(cfg: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
 
 def main(argv: list[str]) -> int:
     cfg = json.loads(open(argv[1], encoding="utf-8").read())  # noqa: SIM115 - tiny file, read once
+    cfg["configPath"] = argv[1]
     settings = json.loads(sys.stdin.read())
     wirecount.install()
     baseline = psutil.Process().memory_info().rss / 2**20

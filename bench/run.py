@@ -9,14 +9,14 @@ import platform
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from bench import report
 from bench.emu import running_emulator
-from bench.group import GroupSettings, compare, memory_run
+from bench.group import MEMORY_PATHS, GroupSettings, compare, memory_run
 from bench.markdown import render
 from bench.plot import plot
 
@@ -33,6 +33,7 @@ class BenchOptions:
     events: int = 100
     latency_ms: float = 20.0
     event_interval: float = 0.5
+    import_job_threshold: int | None = None  # None: the product default (GROUP_IMPORT_JOB_THRESHOLD)
     single: bool = True
     out: Path = Path("bench/out")
     command: str = "python -m bench"
@@ -40,22 +41,28 @@ class BenchOptions:
 
 
 def run(options: BenchOptions, log: Callable[[str], None] = lambda _l: None) -> dict[str, Any]:
-    settings = GroupSettings(
-        action=options.action, time_compression=options.compression, naive_sample=options.naive_sample
-    )
+    """Azurite with blob serves the engine's import jobs (as ``AzureWebJobsStorage`` does for the app)."""
+    from devhost.azurite import start_azurite
+
     raw: dict[str, Any] = {"group": [], "memory": [], "single": {"skipped": "--skip-single"}}
     with (
         tempfile.TemporaryDirectory(prefix="bench-") as tmp,
         running_emulator(Path(tmp) / "emulator", hubs=HUBS, time_compression=options.compression) as emu,
+        start_azurite(blob=True) as blobs,
     ):
+        settings = GroupSettings(
+            action=options.action, time_compression=options.compression, naive_sample=options.naive_sample,
+            storage=blobs.connection_string, import_job_threshold=options.import_job_threshold,
+        )
         for size in options.sizes:
-            log(f"group purge: {size:,} devices (engine, then naive)")
+            log(f"group purge: {size:,} devices (engine; engine on the bulk path if it made jobs; naive)")
             started = time.monotonic()
             raw["group"].append(compare(emu, size, settings))
             log(f"  done in {time.monotonic() - started:.0f} s")
-        for size in options.memory_sizes:
-            log(f"memory: {size:,} devices")
-            raw["memory"].append(memory_run(emu, size, settings))
+        for path in MEMORY_PATHS:
+            for size in options.memory_sizes:
+                log(f"memory: {size:,} devices, {path}")
+                raw["memory"].append(memory_run(emu, size, settings, path))
         if options.single:
             log(f"single events: {options.events} paced + {options.events} burst")
             from bench.single import run_single
@@ -67,10 +74,13 @@ def run(options: BenchOptions, log: Callable[[str], None] = lambda _l: None) -> 
 
 
 def assemble(raw: dict[str, Any], options: BenchOptions) -> dict[str, Any]:
-    """Summaries and verdicts from the raw measurements (pure)."""
-    targets = options.targets
+    """Summaries and verdicts from the raw measurements (pure). The import-job target applies above the
+    threshold the engine actually ran with (reported by the engine side), else the option's or default."""
+    used = [g["importJobThreshold"] for g in raw["group"] if g.get("importJobThreshold") is not None]
+    threshold = options.import_job_threshold or (used[0] if used else options.targets.import_job_threshold)
+    targets = replace(options.targets, import_job_threshold=int(threshold))
     groups = [
-        {**report.group_summary(g), "raw": {k: g[k] for k in ("engine", "naive")}} for g in raw["group"]
+        {**report.group_summary(g), "raw": {k: g[k] for k in report.SIDES if k in g}} for g in raw["group"]
     ]
     verdicts: list[report.Verdict] = []
     if groups:
@@ -78,9 +88,11 @@ def assemble(raw: dict[str, Any], options: BenchOptions) -> dict[str, Any]:
         verdicts.append(report.speedup_verdict(at_10k[0], targets))
         for g in groups:
             verdicts += report.ops_verdicts(g, targets)
-    memory = sorted(raw["memory"], key=lambda m: m["devices"])
-    if len(memory) >= 2:
-        verdicts.append(report.memory_verdict(memory[0], memory[-1], targets))
+    memory = sorted(raw["memory"], key=lambda m: (m.get("path", "bulk"), m["devices"]))
+    for path in MEMORY_PATHS:
+        runs = [m for m in memory if m.get("path", "bulk") == path]
+        if len(runs) >= 2:
+            verdicts.append(report.memory_verdict(runs[0], runs[-1], targets))
     single = raw["single"]
     if "skipped" not in single:
         single = {**single, "cpus": os.cpu_count()}
@@ -95,6 +107,7 @@ def assemble(raw: dict[str, Any], options: BenchOptions) -> dict[str, Any]:
         "timeCompression": options.compression,
         "action": options.action,
         "naiveSample": options.naive_sample,
+        "importJobThreshold": targets.import_job_threshold,
         "targets": targets.__dict__,
     }
     return {

@@ -17,7 +17,12 @@ from urllib.parse import urlsplit
 
 from urllib3.connectionpool import HTTPConnectionPool
 
-_ID_AFTER = re.compile(r"^/(devices|twins|registrations|enrollments|enrollmentGroups|jobs)/(?!query$)[^/]+")
+_ID_AFTER = re.compile(
+    r"^/(devices|twins|registrations|enrollments|enrollmentGroups|jobs)/(?!query$|create$)[^/]+"
+)
+# blob storage of the import-job path: /<account>/<working container>[/<blob>] (blob names are per run)
+_BLOB = re.compile(r"^/[^/]+/unprovision-import-[0-9a-f]+(?P<blob>/.+)?$")
+BLOB_PREFIX = "/{account}/{container}"
 
 _lock = threading.Lock()
 _counts: Counter[str] = Counter()
@@ -27,6 +32,9 @@ _installed = False
 def pattern(method: str, url: str) -> str:
     """``GET /devices/{id}``-style operation name; the ID is never kept (it could be anything)."""
     path = urlsplit(url).path or "/"
+    blob = _BLOB.match(path)
+    if blob:
+        return f"{method.upper()} {BLOB_PREFIX}{'/{blob}' if blob.group('blob') else ''}"
     path = _ID_AFTER.sub(lambda m: f"/{m.group(1)}/{{id}}", path)
     return f"{method.upper()} {path.rstrip('/') or '/'}"
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from bench import report
+from bench import report, wirecount
 from bench.markdown import render
 from bench.run import BenchOptions, assemble
 
@@ -77,6 +77,14 @@ def test_a_missed_speedup_says_by_how_much_and_why_from_the_numbers() -> None:
     assert "engine spent 0.90 throttled registry ops/device" in verdict.text  # (6000 + 3000) / 10000
     assert "baseline 1.80" in verdict.text  # (1200 + 600) / 1000 sampled devices
     assert "0 import jobs" in verdict.text
+    assert "below the import-job threshold" not in verdict.text  # 10,000 on one hub: the path was not used
+
+
+def test_a_speedup_missed_below_the_threshold_says_the_bulk_path_was_the_design() -> None:
+    run = {"devices": 1000, "hubs": 3, "timeCompression": 10.0,
+           "engine": side(20.0, 1000, 334.0), "naive": side(40.0, 1000, 667.0)}
+    verdict = report.speedup_verdict(report.group_summary(run), report.Targets())
+    assert "(at most 334 devices per hub, below the import-job threshold of 1,000)" in verdict.text
 
 
 def test_ops_verdicts_add_the_import_job_target_only_above_the_threshold() -> None:
@@ -121,5 +129,139 @@ def test_assembled_results_render_to_markdown_with_every_section(tmp_path: Path)
     for section in ("## Group purge", "## Memory", "Not measured: not run in this test"):
         assert section in text
     assert "`POST /devices 200`: 12" in text
+    assert "speed-up, bulk path vs naive" not in text  # no bulk-only side measured here
     assert results["verdicts"][0]["name"].startswith("group purge speed-up")
     assert any(v["name"].startswith("peak RSS growth") and v["met"] for v in results["verdicts"])
+
+
+S1_LIMITS = {"hub-1": {"registry": 100.0, "jobs": 100.0, "query": 20.0},
+             "hub-2": {"registry": 100.0, "jobs": 100.0, "query": 20.0}, "dps": {"dpsService": 1000.0}}
+
+
+def bucket_side(wall: float, devices: int, units: dict[str, dict[str, float]],
+                **extra: Any) -> dict[str, Any]:
+    """A side as ``bench.group.measure_side`` records it: units per service and bucket, with the limits."""
+    registry = {hub: units.get(hub, {}).get("registry", 0.0) for hub in ("hub-1", "hub-2")}
+    return {"wallSeconds": wall, "devices": devices, "peakRssMb": 70.0, "failed": 0,
+            "importJobs": extra.get("import_jobs", 0), "bulkCalls": extra.get("bulk_calls", 0),
+            "emulator": {"registryUnitsByHub": registry, "units": units, "limitsPerMinute": S1_LIMITS},
+            "requests": extra.get("requests", {})}
+
+
+JOB_REQUESTS = {"POST /jobs/create 200": 4, "GET /jobs/{id} 200": 4,
+                "POST /registrations/{id}/query 200": 400, "PUT /{account}/{container}/{blob} 201": 4,
+                "DELETE /{account}/{container}/{blob} 202": 8}
+
+
+def three_sides(engine_wall: float = 9.0) -> dict[str, Any]:
+    """10k devices on 2 hubs: import jobs (DPS-bound), the bulk path alone, and a sampled naive run."""
+    return {
+        "devices": 10000, "hubs": 2, "timeCompression": 10.0, "units": 1, "importJobThreshold": 1000,
+        "engine": bucket_side(engine_wall, 10000, {"hub-1": {"jobs": 4.0}, "hub-2": {"jobs": 4.0},
+                                                   "dps": {"dpsService": 400.0}},
+                              import_jobs=2, requests=JOB_REQUESTS),
+        "engineBulk": bucket_side(310.0, 10000, {"hub-1": {"registry": 5000.0, "query": 50.0},
+                                                 "hub-2": {"registry": 5000.0, "query": 50.0}},
+                                  bulk_calls=100, requests={"POST /devices 200": 100}),
+        "naive": bucket_side(61.0, 1000, {"hub-1": {"registry": 1000.0}, "hub-2": {"registry": 1000.0}}),
+    }
+
+
+def test_the_throttle_floor_is_the_largest_bucket_and_ignores_unthrottled_ones() -> None:
+    floors = report.bucket_floors({"hub-1": {"registry": 50.0, "jobs": 10.0, "twinRead": 9.0},
+                                   "dps": {"dpsService": 500.0}}, S1_LIMITS)
+    assert floors == pytest.approx({"hub-1/registry": 30.0, "hub-1/jobs": 6.0, "dps/dpsService": 30.0})
+
+
+def test_jobs_operations_are_counted_apart_from_registry_operations_and_blob_requests() -> None:
+    summary = report.group_summary(three_sides())
+    engine, bulk = summary["engine"], summary["engineBulk"]
+    assert (engine["registryOpsPerDevice"], engine["jobsOps"], engine["jobsCreated"]) == (0.0, 8.0, 4)
+    assert (engine["httpRequests"], engine["blobRequests"]) == (408, 12)
+    assert engine["throttleFloorBucket"] == "dps/dpsService"  # 400 query pages / 1000 per min = 24 s
+    assert engine["realSeconds"] == pytest.approx(24.0 + 9.0 - 2.4)
+    assert bulk["registryOpsPerDevice"] == 1.0
+    assert bulk["throttleFloorBucket"] == "hub-1/registry"  # 5000 / 100 per min beats 50 queries / 20 per min
+    assert summary["bulk"] == "engineBulk"
+    assert summary["speedupBulkReal"] == pytest.approx(summary["naive"]["realSeconds"] / bulk["realSeconds"])
+    assert summary["speedupReal"] > summary["speedupBulkReal"]
+
+
+def test_a_speedup_met_by_import_jobs_says_how_long_each_real_job_may_take() -> None:
+    summary = report.group_summary(three_sides())
+    verdict = report.speedup_verdict(summary, report.Targets())
+    naive, engine = summary["naive"]["realSeconds"], summary["engine"]["realSeconds"]
+    allowed = (naive / 50 - engine) / 4  # the slack to the target, shared by the 4 sequential jobs
+    assert verdict.met
+    assert f"up to {allowed:.0f} s longer" in verdict.text
+    assert "4 jobs created" in verdict.text
+    assert f"bulk path alone reached {summary['speedupBulkReal']:.2f}x" in verdict.text
+
+
+def test_a_speedup_missed_even_with_instant_jobs_says_so() -> None:
+    verdict = report.speedup_verdict(report.group_summary(three_sides(engine_wall=900.0)), report.Targets())
+    assert not verdict.met
+    assert "missed even with jobs that end at once" in verdict.text
+
+
+def test_ops_verdicts_judge_the_bulk_path_on_its_own_side_and_the_engine_above_the_threshold() -> None:
+    bulk, job = report.ops_verdicts(report.group_summary(three_sides()), report.Targets())
+    assert (bulk.met, job.met) == (True, True)
+    assert "bulk path, 10,000 devices" in bulk.name
+    assert "(1,000 devices per hub)" in job.name
+    assert "8 operations on the hubs' jobs budget" in job.text
+    assert report.above_threshold({"devices": 2998, "hubs": 3}, 1000)  # round robin: 1,000 / 999 / 999
+    assert not report.above_threshold({"devices": 2997, "hubs": 3}, 1000)  # 999 per hub
+
+
+def test_the_report_shows_import_jobs_bulk_and_naive_side_by_side(tmp_path: Path) -> None:
+    raw = {"group": [three_sides()], "memory": [], "single": {"skipped": "not run in this test"}}
+    results = assemble(raw, BenchOptions(out=tmp_path))
+    text = render(results)
+    for label in ("engine (import jobs)", "engine, bulk path only", "naive (sample 1,000, extrapolated)",
+                  "speed-up, engine vs naive", "speed-up, bulk path vs naive", "| 4 / 8 |"):
+        assert label in text
+    assert results["meta"]["importJobThreshold"] == 1000
+
+
+def test_request_patterns_hide_blob_names_and_keep_job_creation_apart() -> None:
+    blob = "/devstoreaccount1/unprovision-import-0123456789abcdef/import-42.txt"
+    assert wirecount.pattern("put", blob + "?comp=block") == "PUT /{account}/{container}/{blob}"
+    assert wirecount.pattern("put", "/devstoreaccount1/unprovision-import-0123456789abcdef") == \
+        "PUT /{account}/{container}"
+    assert wirecount.pattern("post", "/jobs/create") == "POST /jobs/create"
+    assert wirecount.pattern("get", "/jobs/job-1") == "GET /jobs/{id}"
+
+
+def test_memory_is_judged_per_path_bulk_and_as_the_product_runs(tmp_path: Path) -> None:
+    def mem(path: str, devices: int, rss: float, jobs: int) -> dict[str, Any]:
+        return {"path": path, "action": "delete" if path == "bulk" else "disable", "devices": devices,
+                "peakRssMb": rss, "baselineRssMb": 23.0, "wallSeconds": 1.0, "bulkCalls": 0, "failed": 0,
+                "purged": devices, "importJobs": jobs}
+
+    raw = {"group": [], "single": {"skipped": "not run in this test"},
+           "memory": [mem("product", 100000, 140.0, 3), mem("bulk", 1000, 66.0, 0),
+                      mem("bulk", 100000, 70.0, 0), mem("product", 1000, 68.0, 0)]}
+    results = assemble(raw, BenchOptions(out=tmp_path))
+    bulk, product = results["verdicts"]
+    assert bulk["name"].endswith("(bulk path, delete)")
+    assert bulk["met"]
+    assert "as the product runs, disable; 3 import jobs" in product["name"]
+    assert not product["met"]
+    assert "72 MB" in product["text"]  # 140 - 68
+    assert "| product | disable | 100,000 | 140.0 MB |" in render(results)
+
+
+def test_a_missed_round_trip_target_separates_per_event_calls_from_amortised_reads() -> None:
+    single = {"roundTripsPerEvent": 6.02, "latencyMs": 20.0, "p95Seconds": 0.3, "events": 100,
+              "pacedIntervalSeconds": 0.5,
+              "roundTripsByKind": {
+                  "GET /devices/{device_id}": 1.0, "GET /enrollments/{registration_id}": 2.0,
+                  "GET /registrations/{registration_id}": 1.0, "PUT /devices/{device_id}": 1.0,
+                  "PUT /enrollments/{registration_id}": 1.0, "POST /enrollmentGroups/query": 0.02}}
+    trips, _ = report.single_verdicts(single, report.Targets())
+    assert not trips.met
+    assert "6.00 per event come from the 5 kinds called on every event" in trips.text
+    assert "`POST /enrollmentGroups/query` 0.02 (2 calls) over the 50 s paced phase" in trips.text
+    single["roundTripsByKind"]["POST /enrollmentGroups/query"] = 0.01
+    assert "0.01 (1 call) over" in report.single_verdicts(single, report.Targets())[0].text
