@@ -21,15 +21,16 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
+from itertools import islice
 
 from shared.errors import HubNotConfigured
 from shared.plan import StepKind
 from shared.ports import DeviceRegistries, DeviceRegistry, ProvisioningService, RateLimiter, WorkQueue
-from unprovision.groupjobs import ImportJobs, job_purge, job_runners
+from unprovision.groupjobs import GroupSpool, ImportJobRunner, ImportJobs, job_purge, job_runners, spool_group
 from unprovision.groupscale import (
     _BATCH,
     _COUNTS,
@@ -93,6 +94,7 @@ class GroupWork:
     queue: WorkQueue | None = None
     import_job_threshold: int | None = None
     import_jobs: ImportJobs | None = None
+    max_parallel_jobs: int = 4  # hubs whose import jobs run at once (IoT Hub: one active job per hub)
 
 
 @dataclass(frozen=True)
@@ -130,47 +132,103 @@ def purge_group(event_id: str, group_id: str, kind: StepKind, *, dps: Provisioni
                 registries: DeviceRegistries, work: GroupWork, progress: ProgressFn | None = None,
                 reason: str | None = None) -> GroupResult:
     """In-process mode: purge every identity of the group, hub by hub, throttled; re-raises the first
-    transient failure after all started calls ended (a redelivery repeats the idempotent work)."""
-    action = ACTIONS[kind]
-    lanes: dict[str, _HubLane] = {}
-    unknown: dict[str, int] = {}
-    tallies: dict[str, Tally] = {}
-    lock = threading.Lock()
-    job_hubs = job_runners(dps, group_id, threshold=work.import_job_threshold, import_jobs=work.import_jobs,
-                           page_size=work.page_size)
+    transient failure after all started calls and jobs ended (a redelivery repeats the idempotent work).
 
-    def run(lane: _HubLane, hub: str, ids: list[str]) -> Tally:
-        tally = bulk_call(lane.registry, action, ids, limiter=work.limiter, sleep=work.sleep, reason=reason)
-        with lock:
-            tallies[hub] = tallies.get(hub, Tally()) + tally
-            if progress is not None:
-                progress(Progress(hub, tallies[hub].done, tallies[hub].failed))
+    Without the import-job path the bulk lanes are fed straight from the DPS stream. With it, the group is
+    read once into a ``GroupSpool`` (``unprovision.groupjobs``); the job hubs' jobs then run on a pool of
+    ``min(job hubs, max_parallel_jobs)`` threads, one job per hub, while the bulk lanes are fed from the
+    other hubs' spool files. Each hub's result is recorded (and reported) as soon as it is known, so a
+    failing hub does not lose the others' work."""
+    purge = _Purge(ACTIONS[kind], registries, work, progress, reason)
+    if work.import_job_threshold is None or work.import_jobs is None:
+        purge.bulk(iter_batches(dps, group_id, work.page_size))
+        return purge.result({})
+    with spool_group(dps, group_id, work.page_size) as spool:
+        job_hubs = job_runners(spool.counts, threshold=work.import_job_threshold,
+                               import_jobs=work.import_jobs)
+        bulk_hubs = [hub for hub in spool.counts if hub not in job_hubs]
+        purge.with_jobs(job_hubs, spool, lambda: purge.bulk(_spooled_batches(spool, bulk_hubs)))
+    return purge.result(job_hubs)
+
+
+class _Purge:
+    """The state of one in-process purge: lanes, per-hub tallies (under ``lock``) and unknown hubs."""
+
+    def __init__(self, action: str, registries: DeviceRegistries, work: GroupWork,
+                 progress: ProgressFn | None, reason: str | None) -> None:
+        self.action, self.registries, self.work = action, registries, work
+        self.progress, self.reason = progress, reason
+        self.lanes: dict[str, _HubLane] = {}
+        self.unknown: dict[str, int] = {}
+        self.tallies: dict[str, Tally] = {}
+        self.lock = threading.Lock()
+
+    def _record(self, hub: str, tally: Tally) -> None:
+        with self.lock:
+            self.tallies[hub] = self.tallies.get(hub, Tally()) + tally
+            if self.progress is not None:
+                self.progress(Progress(hub, self.tallies[hub].done, self.tallies[hub].failed))
+
+    def _run(self, lane: _HubLane, hub: str, ids: list[str]) -> Tally:
+        tally = bulk_call(lane.registry, self.action, ids, limiter=self.work.limiter, sleep=self.work.sleep,
+                          reason=self.reason)
+        self._record(hub, tally)
         return tally
 
-    try:
-        for hub, ids in iter_batches(dps, group_id, work.page_size):
-            if hub in job_hubs:
-                continue
-            lane = lanes.get(hub) or _open_lane(hub, registries, work, lanes, unknown)
-            if lane is None:
-                unknown[hub] += len(ids)
-                continue
-            lane.submit(partial(run, lane, hub, ids))
-    finally:
-        for lane in lanes.values():
-            lane.pool.shutdown(wait=True)
-    for lane in lanes.values():
-        for future in lane.futures:
-            future.result()  # re-raise the first failure
-    for hub, runner in job_hubs.items():
-        counts = job_purge(dps, group_id, hub, runner, action, page_size=work.page_size, reason=reason)
-        tallies[hub] = Tally(counts.changed, counts.unchanged, counts.failed)
-        if progress is not None:
-            progress(Progress(hub, tallies[hub].done, tallies[hub].failed))
-    for hub, count in unknown.items():
-        tallies[hub] = Tally(failed=count)
-    warnings = tuple(f"hub {hub} is not configured: {n} devices not purged" for hub, n in unknown.items())
-    return GroupResult(tallies, sum(len(lane.futures) for lane in lanes.values()), warnings, len(job_hubs))
+    def bulk(self, batches: Iterable[tuple[str, list[str]]]) -> None:
+        """Bulk lanes over ``batches``; re-raises the first failure after every started call ended."""
+        try:
+            for hub, ids in batches:
+                lane = self.lanes.get(hub) or _open_lane(hub, self.registries, self.work, self.lanes,
+                                                         self.unknown)
+                if lane is None:
+                    self.unknown[hub] += len(ids)
+                    continue
+                lane.submit(partial(self._run, lane, hub, ids))
+        finally:
+            for lane in self.lanes.values():
+                lane.pool.shutdown(wait=True)
+        for lane in self.lanes.values():
+            for future in lane.futures:
+                future.result()  # re-raise the first failure
+
+    def _job(self, hub: str, runner: ImportJobRunner, ids: Iterator[str]) -> None:
+        counts = job_purge(runner, self.action, ids, reason=self.reason)
+        self._record(hub, Tally(counts.changed, counts.unchanged, counts.failed))
+
+    def with_jobs(self, job_hubs: dict[str, ImportJobRunner], spool: GroupSpool,
+                  bulk: Callable[[], None]) -> None:
+        """Run ``bulk`` while the hubs' jobs run concurrently (one per hub); when all ended, re-raise the
+        first failure: the bulk lanes' first, else the first failing job hub's (in ``job_hubs`` order)."""
+        workers = min(len(job_hubs), max(1, self.work.max_parallel_jobs))
+        futures: list[Future[None]] = []
+        with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="import-job") as pool:
+            for hub, runner in job_hubs.items():
+                futures.append(pool.submit(self._job, hub, runner, spool.ids(hub)))
+            bulk()  # the pool's exit waits for the jobs even when the bulk lanes raised
+        for future in futures:
+            future.result()
+
+    def result(self, job_hubs: dict[str, ImportJobRunner]) -> GroupResult:
+        for hub, count in self.unknown.items():
+            self.tallies[hub] = Tally(failed=count)
+        warnings = tuple(f"hub {hub} is not configured: {n} devices not purged"
+                         for hub, n in self.unknown.items())
+        calls = sum(len(lane.futures) for lane in self.lanes.values())
+        return GroupResult(self.tallies, calls, warnings, len(job_hubs))
+
+
+def _spooled_batches(spool: GroupSpool, hubs: list[str]) -> Iterator[tuple[str, list[str]]]:
+    """(hub, ≤100 device IDs) from the hubs' spool files, one batch per hub in turn (as a stream would
+    interleave them), so one hub's full lane does not hold back the first batch of the others for long."""
+    readers = {hub: spool.ids(hub) for hub in hubs}
+    while readers:
+        for hub in list(readers):
+            batch = list(islice(readers[hub], BATCH_LIMIT))
+            if batch:
+                yield hub, batch
+            if len(batch) < BATCH_LIMIT:
+                del readers[hub]
 
 
 def _open_lane(hub: str, registries: DeviceRegistries, work: GroupWork, lanes: dict[str, _HubLane],

@@ -151,3 +151,28 @@ def test_hubs_above_the_threshold_are_purged_by_one_import_job_without_spending_
         assert state["auth"]["type"] == "certificateAuthority"  # the rewrite kept the authentication
     assert registry_units(emu) == 0
     assert registry_429s(emu) == 0
+
+
+def test_a_disable_job_counts_already_disabled_and_absent_members_as_unchanged(
+        clean_emulator: Any, table_journal: TableJournal, blob_store: AzuriteHandle) -> None:
+    """The disable job's wanted set lives in a temporary SQLite db (bounded memory); its counts must match
+    the in-memory set it replaced: present + enabled → changed, disabled or absent → unchanged."""
+    emu = clean_emulator
+    fleet.seed_large_group(emu, GROUP, 200, seed=None)  # 100 + 100 enabled identities
+    hosts = fleet.hub_hosts(emu)
+    extra = [{"registrationId": f"{GROUP}-x{n:02d}", "assignedHub": hosts[n % 2],
+              "deviceId": f"{GROUP}-x{n:02d}", "status": "assigned", "enrollmentGroupId": GROUP}
+             for n in range(20)]
+    disabled = [{"deviceId": r["deviceId"], "status": "disabled",
+                 "authentication": {"type": "certificateAuthority"}}
+                for r in extra[:10] if r["assignedHub"] == hosts[0]]
+    emu.admin("POST", "/seed", json={"registrations": extra, "devices": {emu.hubs[0]["name"]: disabled}})
+    work = GroupWork(import_job_threshold=1, import_jobs=job_runners(emu, blob_store, "jobsunchanged"))
+    dps, registries = fleet.engine_ports(emu)
+    outcome = apply(fleet.event("e-job-unchanged", "compromised", group_id=GROUP), dps=dps,
+                    registries=registries, journal=table_journal, policy=DEFAULT_POLICY, group_work=work)
+    assert outcome.status == "completed", outcome.error
+    # 5 seeded disabled on hub 0; the other 15 extra members have no identity at all
+    assert "changed=200 unchanged=20 failed=0" in (outcome.steps[-1].after or "")
+    statuses = [fleet.hub_statuses(emu, i) for i in range(2)]
+    assert [v for s in statuses for v in s.values()] == ["disabled"] * 205

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
+import threading
+import time
+import tracemalloc
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import pytest
 
 from shared.adapters.journal_memory import InMemoryJournal
-from shared.errors import Throttled
+from shared.errors import Throttled, Transient
 from shared.events import LifecycleEvent, parse_event
-from shared.model import HubDeviceStatus, ProvisioningStatus
+from shared.model import HubDeviceStatus, ProvisioningStatus, RegistrationState
 from shared.plan import StepKind
 from shared.policy import DEFAULT_POLICY
 from tests.fakes import (
@@ -20,6 +25,7 @@ from tests.fakes import (
     RecordingNotifier,
     RecordingWorkQueue,
 )
+from unprovision.groupscale import Tally
 from unprovision.groupwork import (
     GroupWork,
     Progress,
@@ -235,3 +241,201 @@ def test_a_batch_for_an_unconfigured_hub_fails_the_group_event() -> None:
     assert record is not None
     assert record.status == "failed"
     assert "1 devices not purged" in (record.error or "")
+
+
+# -- import-job path (in process) ------------------------------------------------------------------------
+
+
+class FakeJobRunner:
+    """One hub's import jobs over a ``FakeDeviceRegistry``: consumes the IDs lazily, like the blob upload,
+    and may wait on a barrier (to prove jobs overlap) or fail (to prove hubs are isolated)."""
+
+    def __init__(self, registry: FakeDeviceRegistry, *, barrier: threading.Barrier | None = None,
+                 error: Exception | None = None, hold: float = 0.0) -> None:
+        self.registry, self.barrier, self.error, self.hold = registry, barrier, error, hold
+        self.calls: list[str] = []
+        self.received: list[type] = []
+        self.active = 0
+        self.max_active = 0
+
+    def delete(self, device_ids: Iterable[str]) -> Tally:
+        return self._job("delete", device_ids)
+
+    def disable(self, device_ids: Iterable[str], reason: str | None = None) -> Tally:
+        return self._job("disable", device_ids)
+
+    def _job(self, action: str, device_ids: Iterable[str]) -> Tally:
+        self.calls.append(action)
+        self.received.append(type(device_ids))
+        self.active += 1
+        self.max_active = max(self.max_active, self.active)
+        try:
+            if self.barrier is not None:
+                self.barrier.wait(timeout=5)  # broken (raises) unless the other hubs' jobs run meanwhile
+            time.sleep(self.hold)
+            if self.error is not None:
+                raise self.error
+            changed = 0
+            for device_id in device_ids:
+                device = self.registry.devices.get(device_id)
+                if device is not None and action == "delete":
+                    del self.registry.devices[device_id]
+                    changed += 1
+                elif device is not None and device.status is not HubDeviceStatus.DISABLED:
+                    disabled = dataclasses.replace(device, status=HubDeviceStatus.DISABLED)
+                    self.registry.devices[device_id] = disabled
+                    changed += 1
+            return Tally(changed=changed)
+        finally:
+            self.active -= 1
+
+
+class ConcurrencyProbe:
+    """Counts the jobs running at once across every runner of one purge."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.active = 0
+        self.max_active = 0
+
+    def wrap(self, runner: FakeJobRunner) -> FakeJobRunner:
+        inner = runner._job
+
+        def probed(action: str, device_ids: Iterable[str]) -> Tally:
+            with self.lock:
+                self.active += 1
+                self.max_active = max(self.max_active, self.active)
+            try:
+                return inner(action, device_ids)
+            finally:
+                with self.lock:
+                    self.active -= 1
+        runner._job = probed  # type: ignore[method-assign]
+        return runner
+
+
+def jobs_work(fleet: Fleet, runners: dict[str, FakeJobRunner], threshold: int = 1,
+              **kwargs: Any) -> GroupWork:
+    return fleet.work(import_job_threshold=threshold, import_jobs=runners.get, **kwargs)
+
+
+def pages_read(fleet: Fleet) -> int:
+    return sum(1 for op, _ in fleet.dps.log if op == "iter_group_registrations.page")
+
+
+def test_each_hubs_import_job_runs_concurrently_with_the_others() -> None:
+    fleet = Fleet(size=200)
+    barrier = threading.Barrier(len(HUBS))
+    runners = {h: FakeJobRunner(r, barrier=barrier) for h, r in fleet.hubs.items()}
+    result = purge_group("grp-ev", "fleet-grp", StepKind.GROUP_DEVICES_DISABLED, dps=fleet.dps,
+                         registries=fleet.registries, work=jobs_work(fleet, runners))
+    # Both runners passed the barrier: run one after the other, the first would have waited 5 s and broken it.
+    assert not barrier.broken
+    assert fleet.disabled() == 200
+    assert (result.jobs, result.calls) == (2, 0)
+    assert result.by_hub == {HUBS[0]: Tally(changed=100), HUBS[1]: Tally(changed=100)}
+    assert all(r.calls == ["disable"] and r.max_active == 1 for r in runners.values())  # one job per hub
+
+
+def test_parallel_jobs_are_bounded_by_max_parallel_jobs() -> None:
+    fleet = Fleet(size=40)
+    probe = ConcurrencyProbe()
+    runners = {h: probe.wrap(FakeJobRunner(r, hold=0.05)) for h, r in fleet.hubs.items()}
+    result = purge_group("grp-ev", "fleet-grp", StepKind.GROUP_DEVICES_DELETED, dps=fleet.dps,
+                         registries=fleet.registries, work=jobs_work(fleet, runners, max_parallel_jobs=1))
+    assert probe.max_active == 1
+    assert result.total.changed == 40
+    assert all(not r.devices for r in fleet.hubs.values())
+
+
+def test_the_group_is_read_from_dps_once_when_every_hub_takes_an_import_job() -> None:
+    fleet = Fleet(size=1_000)
+    runners = {h: FakeJobRunner(r) for h, r in fleet.hubs.items()}
+    result = purge_group("grp-ev", "fleet-grp", StepKind.GROUP_DEVICES_DISABLED, dps=fleet.dps,
+                         registries=fleet.registries, work=jobs_work(fleet, runners, threshold=500))
+    assert fleet.dps.pulled["fleet-grp"] == 1_000  # every record handed out once: one pass
+    assert pages_read(fleet) == 10
+    assert result.total.changed == 1_000
+    assert all(len(r.bulk_calls) == 0 for r in fleet.hubs.values())
+
+
+def test_a_mixed_group_is_read_once_and_hubs_below_the_threshold_take_bulk_calls() -> None:
+    fleet = Fleet(size=300)
+    for n in range(60):  # a third hub with 60 devices: below the threshold of 100
+        fleet.dps.add_registration(f"small-{n:02d}", "hub-c.example", group_id="fleet-grp")
+    small = fleet.registries.add(FakeDeviceRegistry("hub-c.example"))
+    for n in range(60):
+        small.add_device(f"small-{n:02d}")
+    runners = {h: FakeJobRunner(r) for h, r in fleet.hubs.items()}
+    seen: list[Progress] = []
+    result = purge_group("grp-ev", "fleet-grp", StepKind.GROUP_DEVICES_DELETED, dps=fleet.dps,
+                         registries=fleet.registries, work=jobs_work(fleet, runners, threshold=100),
+                         progress=seen.append)
+    assert fleet.dps.pulled["fleet-grp"] == 360
+    assert (result.jobs, result.calls) == (2, 1)
+    assert [n for _, n, _ in small.bulk_calls] == [60]
+    assert not small.devices
+    assert all(not r.devices for r in fleet.hubs.values())
+    assert {p.hub: p.done for p in seen} == {HUBS[0]: 150, HUBS[1]: 150, "hub-c.example": 60}
+
+
+def test_a_failing_hubs_job_does_not_stop_or_lose_the_other_hubs_results() -> None:
+    fleet = Fleet(size=200)
+    runners = {HUBS[0]: FakeJobRunner(fleet.hubs[HUBS[0]], error=Transient("job queue full")),
+               HUBS[1]: FakeJobRunner(fleet.hubs[HUBS[1]], hold=0.05)}
+    seen: list[Progress] = []
+    with pytest.raises(Transient, match="job queue full"):
+        purge_group("grp-ev", "fleet-grp", StepKind.GROUP_DEVICES_DISABLED, dps=fleet.dps,
+                    registries=fleet.registries, work=jobs_work(fleet, runners), progress=seen.append)
+    assert seen == [Progress(HUBS[1], 100, 0)]  # the healthy hub finished and was reported
+    assert fleet.disabled() == 100
+
+
+class LazyDps:
+    """A group of ``size`` registrations made on the fly (nothing held), over two hubs."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def iter_group_registrations(self, group_id: str, page_size: int = 100) -> Iterator[RegistrationState]:
+        for n in range(self.size):
+            yield RegistrationState(f"device-{n:08d}", None, HUBS[n % 2], "assigned",
+                                    enrollment_group_id=group_id)
+
+
+class CountingRunner:
+    """Consumes the IDs lazily and keeps only a count."""
+
+    def __init__(self) -> None:
+        self.seen = 0
+        self.received: type | None = None
+
+    def delete(self, device_ids: Iterable[str]) -> Tally:
+        self.received = type(device_ids)
+        for _ in device_ids:
+            self.seen += 1
+        return Tally(changed=self.seen)
+
+    def disable(self, device_ids: Iterable[str], reason: str | None = None) -> Tally:
+        return self.delete(device_ids)
+
+
+def test_the_single_pass_spools_ids_to_disk_so_memory_does_not_grow_with_the_group() -> None:
+    def peak(size: int) -> int:
+        runners = {h: CountingRunner() for h in HUBS}
+        tracemalloc.start()
+        try:
+            result = purge_group("grp-ev", "fleet-grp", StepKind.GROUP_DEVICES_DELETED,
+                                 dps=LazyDps(size), registries=FakeDeviceRegistries(),  # type: ignore[arg-type]
+                                 work=GroupWork(import_job_threshold=1, import_jobs=runners.get))
+            _, top = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert result.total.changed == size
+        assert all(r.received is not None and not issubclass(r.received, (list, set, tuple))
+                   for r in runners.values())
+        return top
+
+    small, large = peak(2_000), peak(40_000)
+    # 38,000 more IDs held in memory would add > 2 MB (each str is ~65 bytes + a list slot)
+    assert large - small < 256 * 1024, (small, large)
