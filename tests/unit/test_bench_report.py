@@ -191,10 +191,12 @@ def test_a_speedup_met_by_import_jobs_says_how_long_each_real_job_may_take() -> 
     summary = report.group_summary(three_sides())
     verdict = report.speedup_verdict(summary, report.Targets())
     naive, engine = summary["naive"]["realSeconds"], summary["engine"]["realSeconds"]
-    allowed = (naive / 50 - engine) / 4  # the slack to the target, shared by the 4 sequential jobs
+    # The slack to the target, shared by the jobs in sequence: 4 jobs on 2 hubs that run at the same time
+    # leave 2 jobs (export, import) on the critical path.
+    allowed = (naive / 50 - engine) / 2
     assert verdict.met
     assert f"up to {allowed:.0f} s longer" in verdict.text
-    assert "4 jobs created" in verdict.text
+    assert "4 jobs created, 2 hubs at a time, 2 jobs in sequence" in verdict.text
     assert f"bulk path alone reached {summary['speedupBulkReal']:.2f}x" in verdict.text
 
 
