@@ -145,7 +145,8 @@ def render(results: Mapping[str, Any]) -> str:
     out += ["", "## Memory (engine, in-process mode, throttling off, emulator in another process)", "",
             ("*bulk*: the bulk path alone, action `delete` (bounded batches). *product*: as the product "
              "runs, action `" + str(results["meta"]["action"]) + "`: hubs at or above the import-job "
-             "threshold take jobs; a disable job holds the hub's group device IDs and rewritten lines."), ""]
+             "threshold take jobs; the group is spooled per hub to temporary files, a disable job keeps "
+             "its wanted IDs in a temporary SQLite file and streams the export into the import."), ""]
     out += _memory_table(results["memory"])
     out += ["", "## Single-device events (queue → local host → emulator)", "", *_single(results["single"])]
     out += ["", "![benchmark plot](benchmark.png)", ""]
