@@ -8,7 +8,6 @@ tests use it to change the emulator between attempts (e.g. lift an injected faul
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -23,6 +22,7 @@ from shared.errors import AuthFailed, Conflict, NotFound
 from shared.model import BLOCKING_MARKER_TAG, AttestationType, ProvisioningStatus
 from shared.plan import StepOutcome
 from tests.support.certs import make_ca, make_leaf, make_self_signed_leaf
+from tests.support.doubles import Sleeps, clear_faults, set_faults
 
 pytest.importorskip("emulator.testing", reason="the emulator's test fixtures are not there yet")
 
@@ -32,20 +32,6 @@ HUB = "hub-a"
 # ---- helpers --------------------------------------------------------------------------------------
 
 
-class Sleeps:
-    """Injected sleep: records waits and runs ``between`` once, before the next attempt."""
-
-    def __init__(self) -> None:
-        self.waits: list[float] = []
-        self.between: Callable[[], None] | None = None
-
-    def __call__(self, seconds: float) -> None:
-        self.waits.append(seconds)
-        if self.between is not None:
-            action, self.between = self.between, None
-            action()
-
-
 def adapter(emu: Any, sleeps: Sleeps | None = None, cs: str | None = None) -> DpsProvisioningService:
     retrier = Retrier(RetryPolicy(timeout=30), sleep=sleeps or Sleeps(), rng=random.Random(1))
     return DpsProvisioningService.from_connection_string(cs or emu.dps_connection_string, retrier=retrier)
@@ -53,14 +39,6 @@ def adapter(emu: Any, sleeps: Sleeps | None = None, cs: str | None = None) -> Dp
 
 def sdk(emu: Any) -> ProvisioningServiceClient:
     return ProvisioningServiceClient.create_from_connection_string(emu.dps_connection_string)
-
-
-def set_faults(emu: Any, **faults: Any) -> None:
-    emu.admin("PUT", "/faults", json=faults)
-
-
-def clear_faults(emu: Any) -> None:
-    emu.admin("PUT", "/faults", json={})
 
 
 def calls(emu: Any, status: str | None = None, method: str | None = None) -> int:

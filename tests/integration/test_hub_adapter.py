@@ -9,7 +9,6 @@ bearer token, which the emulator refuses like any token it cannot verify.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -22,22 +21,9 @@ from shared.adapters.retry import Retrier, RetryPolicy
 from shared.errors import AuthFailed, HubNotConfigured, NotFound
 from shared.model import HubDeviceStatus
 from shared.plan import StepOutcome
+from tests.support.doubles import Sleeps, clear_faults, set_faults
 
 pytest.importorskip("emulator.testing", reason="the emulator's test fixtures are not there yet")
-
-
-class Sleeps:
-    """Injected sleep: records waits and runs ``between`` once, before the next attempt."""
-
-    def __init__(self) -> None:
-        self.waits: list[float] = []
-        self.between: Callable[[], None] | None = None
-
-    def __call__(self, seconds: float) -> None:
-        self.waits.append(seconds)
-        if self.between is not None:
-            action, self.between = self.between, None
-            action()
 
 
 def retrier(sleeps: Sleeps | None = None) -> Retrier:
@@ -51,14 +37,6 @@ def registry(emu: Any, sleeps: Sleeps | None = None, cs: str | None = None) -> H
 
 def sdk(emu: Any) -> IoTHubRegistryManager:
     return IoTHubRegistryManager.from_connection_string(emu.hubs[0]["connectionString"])
-
-
-def set_faults(emu: Any, **faults: Any) -> None:
-    emu.admin("PUT", "/faults", json=faults)
-
-
-def clear_faults(emu: Any) -> None:
-    emu.admin("PUT", "/faults", json={})
 
 
 def calls(emu: Any, status: str | None = None, operation: str | None = None) -> int:
