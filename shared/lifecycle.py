@@ -17,8 +17,17 @@ the devices it missed without a new eventId.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from enum import StrEnum
+from typing import Protocol, TypeVar
+
+
+class _Attempt(Protocol):
+    @property
+    def outcome(self) -> str: ...
+
+
+T = TypeVar("T", bound=_Attempt)
 
 
 class EventStatus(StrEnum):
@@ -63,3 +72,50 @@ def check_transition(current: str, new: str) -> EventStatus:
 
 def is_finished(status: str) -> bool:
     return status in FINISHED
+
+
+class BatchState(StrEnum):
+    """A scale-out batch of one group step: recorded with its device set before its message is sent."""
+
+    EMITTED = "emitted"
+    APPLIED = "applied"
+    FAILED = "failed"
+
+
+# applied is final: a redelivered or duplicated message never applies a batch twice nor rewrites its counts.
+# failed → emitted: a resumed group event sends the batch again.
+BATCH_TRANSITIONS: Mapping[BatchState, frozenset[BatchState]] = {
+    BatchState.EMITTED: frozenset({BatchState.APPLIED, BatchState.FAILED}),
+    BatchState.FAILED: frozenset({BatchState.EMITTED}),
+    BatchState.APPLIED: frozenset(),
+}
+
+
+def batch_may_become(current: str, new: str) -> bool:
+    """Whether a batch in ``current`` may move to ``new`` (unknown states never move)."""
+    try:
+        return BatchState(new) in BATCH_TRANSITIONS[BatchState(current)]
+    except ValueError:
+        return False
+
+
+class EmissionState(StrEnum):
+    """One emission run of a group step: claimed by exactly one writer, then every batch recorded."""
+
+    EMITTING = "emitting"
+    RECORDED = "recorded"
+
+
+_SUCCESS = frozenset({"done", "already_done"})
+
+
+def effective_attempt(attempts: Sequence[T]) -> T:
+    """The attempt that stands for a step: the FIRST that succeeded, else the latest.
+
+    A step that succeeded stays succeeded with the change it made: a later duplicate attempt that found
+    nothing left to do (``already_done``) or failed must not hide who changed what.
+    """
+    for attempt in attempts:
+        if attempt.outcome in _SUCCESS:
+            return attempt
+    return attempts[-1]

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from shared.lifecycle import BatchState, EmissionState
 from shared.model import (
     EnrollmentGroup,
     HubDevice,
@@ -129,6 +130,59 @@ class EventRecord:
     error: str | None = None
     created_at: str | None = None
     updated_at: str | None = None
+    # sha256 of the validated event (``unprovision.engine.fingerprint``); None in rows written before it existed
+    fingerprint: str | None = None
+
+
+@dataclass(frozen=True)
+class Tally:
+    """Device counts of group work: changed, already in the wanted state, failed."""
+
+    changed: int = 0
+    unchanged: int = 0
+    failed: int = 0
+
+    def __add__(self, other: Tally) -> Tally:
+        return Tally(self.changed + other.changed, self.unchanged + other.unchanged,
+                     self.failed + other.failed)
+
+    @property
+    def done(self) -> int:
+        return self.changed + self.unchanged + self.failed
+
+    def summary(self) -> str:
+        return f"changed={self.changed} unchanged={self.unchanged} failed={self.failed}"
+
+
+@dataclass(frozen=True)
+class BatchRecord:
+    """One scale-out batch of a group step: which devices of which hub, and what became of them.
+
+    Recorded (``EMITTED``) before its work message is sent; the message names only (event, step, run,
+    number), so a handler applies exactly the device set the event emitted and nothing a message claims.
+    """
+
+    step_index: int
+    run: int
+    number: int
+    hub: str
+    action: str  # "disable" | "delete"
+    device_ids: tuple[str, ...]
+    state: BatchState = BatchState.EMITTED
+    tally: Tally = field(default_factory=Tally)
+    error: str | None = None
+    at: str | None = None
+
+
+@dataclass(frozen=True)
+class EmissionRecord:
+    """One emission run of a group step: ``batches`` is known once every batch is recorded."""
+
+    step_index: int
+    run: int
+    state: EmissionState
+    batches: int = 0
+    at: str | None = None
 
 
 @dataclass(frozen=True)
@@ -152,16 +206,53 @@ class Journal(Protocol):
 
     def begin(
         self, event_id: str, *, event_type: str, target: str, source: str, correlation_id: str,
-        plan: Mapping[str, Any],
+        plan: Mapping[str, Any], fingerprint: str | None = None,
     ) -> EventRecord:
-        """Record the event and its plan; for a known event, return the stored record unchanged."""
+        """Record the event and its plan; for a known event, return the stored record unchanged (the caller
+        compares fingerprints: the same eventId with another body is a conflict, never the first event)."""
         ...
 
     def get(self, event_id: str) -> EventRecord | None: ...
 
     def record_step(self, event_id: str, step: StepRecord) -> None: ...
 
-    def finish(self, event_id: str, status: str, error: str | None = None) -> None: ...
+    def finish(self, event_id: str, status: str, error: str | None = None) -> None:
+        """Move the event to ``status``; ``shared.lifecycle.check_transition`` decides whether it may
+        (``IllegalTransition`` otherwise). ``finish(id, "in_progress")`` resumes a failed event."""
+        ...
+
+    def claim_target(self, target: str, holder: str, ttl_seconds: float) -> bool:
+        """Hold the per-target lease (case-insensitive target) for ``ttl_seconds``; True when ``holder`` now
+        holds it (also when it already did: the lease is extended), False while another live holder has it.
+        Atomic across processes: events on one device are applied one at a time."""
+        ...
+
+    def release_target(self, target: str, holder: str) -> None:
+        """Give the lease up if ``holder`` still holds it (an expired lease taken over is left alone)."""
+        ...
+
+    def start_emission(self, event_id: str, step_index: int, run: int) -> bool:
+        """Claim emission run ``run`` of a group step; True for exactly one caller."""
+        ...
+
+    def record_batch(self, event_id: str, batch: BatchRecord) -> None:
+        """Keep a batch (state ``EMITTED``) of the emission run that the caller claimed."""
+        ...
+
+    def end_emission(self, event_id: str, step_index: int, run: int, batches: int) -> None:
+        """Every batch of the run is recorded: ``batches`` of them."""
+        ...
+
+    def latest_emission(self, event_id: str, step_index: int) -> EmissionRecord | None: ...
+
+    def batches(self, event_id: str, step_index: int, run: int) -> tuple[BatchRecord, ...]:
+        """The batches of one run, by number."""
+        ...
+
+    def settle_batch(self, event_id: str, batch: BatchRecord) -> bool:
+        """Store ``batch`` (same step, run, number) if ``shared.lifecycle.batch_may_become`` allows its state
+        from the stored one; False when not (e.g. already applied by a duplicate delivery)."""
+        ...
 
     def record_rejection(self, body: str, errors: Sequence[Mapping[str, str]], event_id: str | None) -> str:
         """Keep a message that failed validation with its field errors; returns the rejection's id."""
@@ -176,7 +267,8 @@ class Journal(Protocol):
         ...
 
     def history(self, target: str) -> Iterator[EventRecord]:
-        """Completed events on a registration or group ID (case-insensitive), newest first."""
+        """Every event begun on a registration or group ID (case-insensitive), whatever its status, newest
+        first: a revocation that failed part-way or is still running counts for what it changed."""
         ...
 
     def iter_events(self, status: str | None = None) -> Iterator[EventRecord]:

@@ -21,7 +21,7 @@ from typing import Any
 from azure.core.exceptions import ResourceExistsError
 from azure.data.tables import TableServiceClient, UpdateMode
 
-from shared.adapters.journal_memory import encode_key, newest_first_key
+from shared.adapters.journal_format import encode_key, newest_first_key
 from shared.adapters.storage_errors import stream_pages, with_retry
 from shared.errors import NotFound
 from shared.ports import SuppressionRecord

@@ -5,8 +5,8 @@ one record is laid out in one entity. Property names are the stored format: rena
 already written.
 
 Long text (a plan, a rejected body) is split over ``<Name>0 … <Name>N-1`` string properties with a count in
-``<Name>Chunks``, ``CHUNK`` characters each (the service allows 64 KiB = 32K UTF-16 code units per string
-property). Optional fields that are None are left out of the row rather than stored as nulls.
+``<Name>Chunks``, at most ``CHUNK`` UTF-16 code units each (the service allows 64 KiB = 32K UTF-16 code units
+per string property, so an emoji counts twice). Optional fields that are None are left out of the row rather than stored as nulls.
 """
 
 from __future__ import annotations
@@ -15,14 +15,16 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from shared.ports import EventRecord, RejectionRecord, StepRecord
+from shared.adapters.journal_format import split_units
+from shared.lifecycle import BatchState, EmissionState
+from shared.ports import BatchRecord, EmissionRecord, EventRecord, RejectionRecord, StepRecord, Tally
 
-CHUNK = 30_000  # characters per string property
+CHUNK = 30_000  # UTF-16 code units per string property
 
 
 def put_text(entity: dict[str, Any], name: str, text: str) -> None:
     """Store ``text`` in ``entity`` as ``name`` chunks (at least one, possibly empty)."""
-    chunks = [text[i : i + CHUNK] for i in range(0, len(text), CHUNK)] or [""]
+    chunks = split_units(text, CHUNK)
     entity[f"{name}Chunks"] = len(chunks)
     for i, chunk in enumerate(chunks):
         entity[f"{name}{i}"] = chunk
@@ -48,6 +50,8 @@ def header_entity(pk: str, row_key: str, record: EventRecord, history_key: str) 
     }
     if record.error is not None:
         entity["Error"] = record.error
+    if record.fingerprint is not None:
+        entity["Fingerprint"] = record.fingerprint
     put_text(entity, "Plan", json.dumps(dict(record.plan or {}), sort_keys=True))
     return entity
 
@@ -60,6 +64,7 @@ def to_header(row: Mapping[str, Any]) -> EventRecord:
         source=str(row["Source"]), status=str(row["Status"]), correlation_id=str(row["CorrelationId"]),
         plan=json.loads(plan_text) if plan_text else None, error=_opt(row, "Error"),
         created_at=_opt(row, "CreatedAt"), updated_at=_opt(row, "UpdatedAt"),
+        fingerprint=_opt(row, "Fingerprint"),
     )
 
 
@@ -99,4 +104,39 @@ def to_rejection(row: Mapping[str, Any]) -> RejectionRecord:
         rejection_id=str(row["RowKey"]), body=get_text(row, "Body"),
         errors=tuple(json.loads(str(row["Errors"]))), event_id=_opt(row, "EventId"), at=str(row["At"]),
         truncated=bool(row.get("Truncated", False)),
+    )
+
+
+def emission_entity(pk: str, row_key: str, emission: EmissionRecord) -> dict[str, Any]:
+    return {"PartitionKey": pk, "RowKey": row_key, "StepIndex": emission.step_index, "Run": emission.run,
+            "State": str(emission.state), "Batches": emission.batches, "At": emission.at}
+
+
+def to_emission(row: Mapping[str, Any]) -> EmissionRecord:
+    return EmissionRecord(step_index=int(row["StepIndex"]), run=int(row["Run"]),
+                          state=EmissionState(str(row["State"])), batches=int(row.get("Batches", 0)),
+                          at=_opt(row, "At"))
+
+
+def batch_entity(pk: str, row_key: str, batch: BatchRecord) -> dict[str, Any]:
+    """A batch row; the device IDs are one JSON list (≤100 IDs of ≤128 characters: one property)."""
+    row: dict[str, Any] = {
+        "PartitionKey": pk, "RowKey": row_key, "StepIndex": batch.step_index, "Run": batch.run,
+        "Number": batch.number, "Hub": batch.hub, "Action": batch.action, "State": str(batch.state),
+        "Changed": batch.tally.changed, "Unchanged": batch.tally.unchanged, "Failed": batch.tally.failed,
+        "At": batch.at,
+    }
+    put_text(row, "DeviceIds", json.dumps(list(batch.device_ids)))
+    if batch.error is not None:
+        row["Error"] = batch.error
+    return row
+
+
+def to_batch(row: Mapping[str, Any]) -> BatchRecord:
+    return BatchRecord(
+        step_index=int(row["StepIndex"]), run=int(row["Run"]), number=int(row["Number"]), hub=str(row["Hub"]),
+        action=str(row["Action"]), device_ids=tuple(json.loads(get_text(row, "DeviceIds") or "[]")),
+        state=BatchState(str(row["State"])),
+        tally=Tally(int(row["Changed"]), int(row["Unchanged"]), int(row["Failed"])),
+        error=_opt(row, "Error"), at=_opt(row, "At"),
     )

@@ -1,116 +1,49 @@
 """The journal in memory: the reference semantics of ``Journal``, for ``--dry-run`` and service tests.
 
 ``TableJournal`` (journal_tables.py) must behave exactly like this class; one contract test module
-(tests/integration/journal_contract.py) runs against both. The helpers at the top (key encoding,
-ordering, limits) are shared by both implementations so that orderings and checks cannot drift apart.
+(tests/integration/journal_contract.py) runs against both. Keys, orderings and limits are
+``journal_format``'s, shared by both.
 
 Semantics (not pinned by any Azure source; our design):
 
 * ``begin`` creates the event with status ``received``; a second ``begin`` of a known eventId returns
-  the stored record (with its steps) unchanged, whatever arguments it is given. Concurrent begins:
-  exactly one creates.
-* ``record_step`` appends an attempt; re-recording an index appends a new attempt and the latest attempt
-  wins when reading. The first step moves ``received`` to ``in_progress``. ``at`` is set by the journal.
-* ``finish`` sets a status from ``STATUSES`` and an optional error; an unknown eventId raises NotFound.
-* ``history(target)``: events on that target (case-insensitive) whose status is ``completed``, newest
-  first by the time they were begun; ties broken by the encoded eventId.
+  the stored record unchanged (the engine compares fingerprints). Concurrent begins: exactly one creates.
+* ``record_step`` appends an attempt; reading keeps one attempt per index (``shared.lifecycle
+  .effective_attempt``: the first that succeeded, else the latest). The first step moves ``received`` to
+  ``in_progress``. ``at`` is set by the journal.
+* ``finish`` changes the status as ``shared.lifecycle.check_transition`` allows; an unknown eventId raises
+  NotFound, a forbidden change ``IllegalTransition``.
+* ``history(target)``: every event on that target (case-insensitive), newest first by the time it was
+  begun; ties broken by the encoded eventId.
 * ``iter_events`` yields headers only (``steps`` empty), ordered by encoded eventId; ``get`` has steps.
-* Rejections keep the original body (up to ``BODY_LIMIT`` characters, then truncated and flagged) and
+* Target leases, emission runs and batches: see the ``Journal`` port.
+* Rejections keep the original body (up to ``BODY_LIMIT`` UTF-16 units, then truncated and flagged) and
   the field errors; they are never turned into event records (a bad message must not claim an eventId).
 """
 
 from __future__ import annotations
 
-import json
 import threading
-import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from typing import Any
 
-from shared.errors import FieldError, NotFound, Rejected
-from shared.ports import EventRecord, RejectionRecord, StepRecord
-
-Clock = Callable[[], datetime]
-
-STATUSES = frozenset({"received", "in_progress", "completed", "failed", "refused", "rejected"})
-EVENT_ID_MAX = 256  # far below the 1 KiB key limit of Table storage even after escaping
-BODY_LIMIT = 240_000  # characters of a rejected body kept (8 table properties of 30,000 characters)
-TEXT_LIMIT = 30_000  # characters of one free-text field (error, before/after) kept: one table string property
-_ESCAPE = "~"
-_MAX_TICKS = 10**19 - 1
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-def rfc3339(moment: datetime) -> str:
-    """UTC, microseconds, ``Z`` suffix: sorts lexically in time order."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _needs_escape(char: str) -> bool:
-    code = ord(char)
-    return char in "/\\#?%~'" or code < 0x20 or 0x7F <= code <= 0x9F
-
-
-def encode_key(value: str) -> str:
-    """Injective mapping to a valid PartitionKey/RowKey: ``/ \\ # ?``, control characters, ``%`` and
-    ``'`` (troublesome in URLs and OData filters) and the escape character itself become ``~XX``."""
-    return "".join(f"{_ESCAPE}{ord(c):02X}" if _needs_escape(c) else c for c in value)
-
-
-def validate_event_id(event_id: str) -> None:
-    """Defence in depth: events are validated upstream, but nothing unbounded or empty reaches a key."""
-    if not isinstance(event_id, str) or not event_id:
-        raise Rejected([FieldError("eventId", "must be a non-empty string")])
-    if len(event_id) > EVENT_ID_MAX:
-        raise Rejected([FieldError("eventId", f"longer than {EVENT_ID_MAX} characters")])
-
-
-def target_key(target: str) -> str:
-    return encode_key(target.lower())
-
-
-def newest_first_key(created: datetime, event_id: str) -> str:
-    """Ascending order of this key is newest-first order (inverted microsecond ticks, then the eventId)."""
-    ticks = int(created.astimezone(UTC).timestamp() * 1_000_000)
-    return f"{_MAX_TICKS - ticks:019d}_{encode_key(event_id)}"
-
-
-def canonical_plan(plan: Mapping[str, Any]) -> dict[str, Any]:
-    """The plan as the journal stores it: JSON, so both implementations return the same shapes."""
-    result: dict[str, Any] = json.loads(json.dumps(dict(plan), sort_keys=True, default=str))
-    return result
-
-
-def clamp(text: str | None) -> str | None:
-    return text[:TEXT_LIMIT] if text is not None else None
-
-
-def stamp_step(step: StepRecord, at: str) -> StepRecord:
-    """The step as the journal keeps it: its time set, free text clamped."""
-    return replace(step, at=at, before=clamp(step.before), after=clamp(step.after), error=clamp(step.error))
-
-
-def check_status(status: str) -> None:
-    if status not in STATUSES:
-        raise ValueError(f"unknown journal status {status!r}; expected one of {sorted(STATUSES)}")
-
-
-def new_rejection(
-    body: str, errors: Sequence[Mapping[str, str]], event_id: str | None, at: str
-) -> RejectionRecord:
-    return RejectionRecord(
-        rejection_id=uuid.uuid4().hex,
-        body=body[:BODY_LIMIT],
-        errors=tuple({str(k): str(v) for k, v in e.items()} for e in errors),
-        event_id=clamp(event_id),
-        at=at,
-        truncated=len(body) > BODY_LIMIT,
-    )
+from shared.adapters.journal_format import (
+    Clock,
+    canonical_plan,
+    clamp,
+    encode_key,
+    new_rejection,
+    newest_first_key,
+    rfc3339,
+    stamp_step,
+    utc_now,
+    validate_event_id,
+)
+from shared.errors import Conflict, NotFound
+from shared.lifecycle import EmissionState, EventStatus, batch_may_become, check_transition, effective_attempt
+from shared.ports import BatchRecord, EmissionRecord, EventRecord, RejectionRecord, StepRecord
 
 
 @dataclass
@@ -118,6 +51,8 @@ class _Entry:
     header: EventRecord
     created: datetime
     attempts: list[StepRecord]
+    emissions: dict[tuple[int, int], EmissionRecord] = field(default_factory=dict)
+    batches: dict[tuple[int, int, int], BatchRecord] = field(default_factory=dict)
 
 
 class InMemoryJournal:
@@ -128,19 +63,20 @@ class InMemoryJournal:
         self._lock = threading.Lock()
         self._events: dict[str, _Entry] = {}
         self._rejections: dict[str, RejectionRecord] = {}
+        self._leases: dict[str, tuple[str, datetime]] = {}
 
     def begin(
         self, event_id: str, *, event_type: str, target: str, source: str, correlation_id: str,
-        plan: Mapping[str, Any],
+        plan: Mapping[str, Any], fingerprint: str | None = None,
     ) -> EventRecord:
         validate_event_id(event_id)
         with self._lock:
             if event_id not in self._events:
                 now = self._clock()
                 header = EventRecord(
-                    event_id=event_id, event_type=event_type, target=target, source=source, status="received",
-                    correlation_id=correlation_id, plan=canonical_plan(plan),
-                    created_at=rfc3339(now), updated_at=rfc3339(now),
+                    event_id=event_id, event_type=event_type, target=target, source=source,
+                    status=EventStatus.RECEIVED, correlation_id=correlation_id, plan=canonical_plan(plan),
+                    created_at=rfc3339(now), updated_at=rfc3339(now), fingerprint=fingerprint,
                 )
                 self._events[event_id] = _Entry(header, now, [])
             return self._record(self._events[event_id])
@@ -157,16 +93,86 @@ class InMemoryJournal:
             entry = self._entry(event_id)
             now = rfc3339(self._clock())
             entry.attempts.append(stamp_step(step, now))
-            if entry.header.status == "received":
-                entry.header = replace(entry.header, status="in_progress", updated_at=now)
+            if entry.header.status == EventStatus.RECEIVED:
+                status = check_transition(entry.header.status, EventStatus.IN_PROGRESS)
+                entry.header = replace(entry.header, status=status, updated_at=now)
 
     def finish(self, event_id: str, status: str, error: str | None = None) -> None:
         validate_event_id(event_id)
-        check_status(status)
         with self._lock:
             entry = self._entry(event_id)
+            new = check_transition(entry.header.status, status)
             now = rfc3339(self._clock())
-            entry.header = replace(entry.header, status=status, error=clamp(error), updated_at=now)
+            entry.header = replace(entry.header, status=new, error=clamp(error), updated_at=now)
+
+    # -- target leases -----------------------------------------------------------------------------------
+
+    def claim_target(self, target: str, holder: str, ttl_seconds: float) -> bool:
+        key = target.lower()
+        with self._lock:
+            now = self._clock()
+            current = self._leases.get(key)
+            if current is not None and current[0] != holder and current[1] > now:
+                return False
+            self._leases[key] = (holder, now + timedelta(seconds=ttl_seconds))
+            return True
+
+    def release_target(self, target: str, holder: str) -> None:
+        key = target.lower()
+        with self._lock:
+            current = self._leases.get(key)
+            if current is not None and current[0] == holder:
+                del self._leases[key]
+
+    # -- scale-out emission and batches ----------------------------------------------------------------
+
+    def start_emission(self, event_id: str, step_index: int, run: int) -> bool:
+        with self._lock:
+            entry = self._entry(event_id)
+            if (step_index, run) in entry.emissions:
+                return False
+            entry.emissions[(step_index, run)] = EmissionRecord(
+                step_index, run, EmissionState.EMITTING, at=rfc3339(self._clock()))
+            return True
+
+    def record_batch(self, event_id: str, batch: BatchRecord) -> None:
+        with self._lock:
+            entry = self._entry(event_id)
+            key = (batch.step_index, batch.run, batch.number)
+            if key in entry.batches:
+                raise Conflict(f"journal: batch {key} of {event_id!r} exists already")
+            entry.batches[key] = replace(batch, at=rfc3339(self._clock()))
+
+    def end_emission(self, event_id: str, step_index: int, run: int, batches: int) -> None:
+        with self._lock:
+            entry = self._entry(event_id)
+            entry.emissions[(step_index, run)] = EmissionRecord(
+                step_index, run, EmissionState.RECORDED, batches, at=rfc3339(self._clock()))
+
+    def latest_emission(self, event_id: str, step_index: int) -> EmissionRecord | None:
+        with self._lock:
+            entry = self._entry(event_id)
+            runs = [e for (index, _), e in entry.emissions.items() if index == step_index]
+            return max(runs, key=lambda e: e.run) if runs else None
+
+    def batches(self, event_id: str, step_index: int, run: int) -> tuple[BatchRecord, ...]:
+        with self._lock:
+            entry = self._entry(event_id)
+            found = [b for (i, r, _), b in entry.batches.items() if (i, r) == (step_index, run)]
+            return tuple(sorted(found, key=lambda b: b.number))
+
+    def settle_batch(self, event_id: str, batch: BatchRecord) -> bool:
+        with self._lock:
+            entry = self._entry(event_id)
+            key = (batch.step_index, batch.run, batch.number)
+            stored = entry.batches.get(key)
+            if stored is None or not batch_may_become(stored.state, batch.state):
+                return False
+            entry.batches[key] = replace(batch, device_ids=stored.device_ids, error=clamp(batch.error),
+                                         at=rfc3339(self._clock()))
+            return True
+
+    # -- rejections, listings ----------------------------------------------------------------------------
 
     def record_rejection(self, body: str, errors: Sequence[Mapping[str, str]], event_id: str | None) -> str:
         record = new_rejection(body, errors, event_id, rfc3339(self._clock()))
@@ -189,7 +195,7 @@ class InMemoryJournal:
             matches = [e for e in self._events.values() if e.header.target.lower() == key]
             matches.sort(key=lambda e: newest_first_key(e.created, e.header.event_id))
             records = [self._record(e) for e in matches]
-        yield from (r for r in records if r.status == "completed")
+        yield from records
 
     def iter_events(self, status: str | None = None) -> Iterator[EventRecord]:
         with self._lock:
@@ -204,7 +210,8 @@ class InMemoryJournal:
 
     @staticmethod
     def _record(entry: _Entry) -> EventRecord:
-        latest: dict[int, StepRecord] = {}
+        by_index: dict[int, list[StepRecord]] = {}
         for attempt in entry.attempts:
-            latest[attempt.index] = attempt
-        return replace(entry.header, steps=tuple(latest[i] for i in sorted(latest)))
+            by_index.setdefault(attempt.index, []).append(attempt)
+        steps = tuple(effective_attempt(by_index[i]) for i in sorted(by_index))
+        return replace(entry.header, steps=steps)

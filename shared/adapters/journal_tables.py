@@ -14,6 +14,14 @@ Tables (``<prefix>`` lets tests and environments share an account):
 * ``<prefix>journalrejections`` — PartitionKey = first two hex digits of the rejection id, RowKey = the
   id; body (chunked), field errors (JSON), eventId if one could be read.
 
+* ``<prefix>journalleases`` — PartitionKey = encoded lower-cased target, RowKey ``lease``: who holds the
+  target and until when (``claim_target``: insert, or ETag-conditional replace of an expired lease).
+
+Scale-out group work keeps, in the event's partition, ``emission-<step:06>-<run:04>`` rows (claimed by an
+insert, so exactly one writer emits a run) and ``batch-<step:06>-<run:04>-<number:06>`` rows (each batch's
+device set and state; state changes are ETag-conditional and follow ``shared.lifecycle.BATCH_TRANSITIONS``).
+Rows written before these existed (scale-out bookkeeping in step rows) still read: they are step rows.
+
 How one record becomes one row (property names, chunked long text) is ``journal_entities``.
 
 Race safety: ``begin`` inserts (``create_entity``) and treats "already exists" as "known"; a step attempt
@@ -32,19 +40,23 @@ from azure.core import MatchConditions
 from azure.data.tables import TableServiceClient, UpdateMode
 
 from shared.adapters.journal_entities import (
+    batch_entity,
+    emission_entity,
     header_entity,
     rejection_entity,
     step_entity,
+    to_batch,
+    to_emission,
     to_header,
     to_rejection,
     to_step,
 )
-from shared.adapters.journal_memory import (
+from shared.adapters.journal_format import (
     Clock,
     canonical_plan,
-    check_status,
     clamp,
     encode_key,
+    expires_at,
     new_rejection,
     newest_first_key,
     rfc3339,
@@ -56,7 +68,8 @@ from shared.adapters.journal_memory import (
 from shared.adapters.settings import Connection, SettingsError
 from shared.adapters.storage_errors import stream_pages, with_retry
 from shared.errors import Conflict, NotFound, PreconditionFailed
-from shared.ports import EventRecord, RejectionRecord, StepRecord
+from shared.lifecycle import EmissionState, EventStatus, batch_may_become, check_transition, effective_attempt
+from shared.ports import BatchRecord, EmissionRecord, EventRecord, RejectionRecord, StepRecord
 
 HEADER = "event"
 PAGE_SIZE = 100
@@ -70,6 +83,17 @@ def _step_key(index: int, attempt: int) -> str:
     return f"step-{index:06d}-{attempt:04d}"
 
 
+def _emission_key(step_index: int, run: int) -> str:
+    return f"emission-{step_index:06d}-{run:04d}"
+
+
+def _batch_key(step_index: int, run: int, number: int) -> str:
+    return f"batch-{step_index:06d}-{run:04d}-{number:06d}"
+
+
+LEASE = "lease"
+
+
 class TableJournal:
     """``Journal`` over three tables of one storage account."""
 
@@ -77,7 +101,8 @@ class TableJournal:
         self, service: TableServiceClient, *, prefix: str = "", clock: Clock = utc_now,
         page_size: int = PAGE_SIZE,
     ) -> None:
-        names = {kind: f"{prefix}{kind}" for kind in ("journal", "journaltargets", "journalrejections")}
+        kinds = ("journal", "journaltargets", "journalrejections", "journalleases")
+        names = {kind: f"{prefix}{kind}" for kind in kinds}
         for name in names.values():
             if not _TABLE_NAME.match(name):
                 raise ValueError(f"invalid table name {name!r}: 3-63 letters/digits, starting with a letter")
@@ -87,6 +112,7 @@ class TableJournal:
         self._events = service.get_table_client(names["journal"])
         self._targets = service.get_table_client(names["journaltargets"])
         self._rejections = service.get_table_client(names["journalrejections"])
+        self._leases = service.get_table_client(names["journalleases"])
 
     @classmethod
     def from_connection_string(
@@ -119,28 +145,28 @@ class TableJournal:
         return self
 
     def ensure_tables(self) -> None:
-        for table in (self._events, self._targets, self._rejections):
+        for table in (self._events, self._targets, self._rejections, self._leases):
             create = functools.partial(self._service.create_table_if_not_exists, table.table_name)
             with_retry(create, "create table")
 
     def drop_tables(self) -> None:
         """For tests: remove this journal's tables."""
-        for table in (self._events, self._targets, self._rejections):
+        for table in (self._events, self._targets, self._rejections, self._leases):
             with_retry(functools.partial(self._service.delete_table, table.table_name), "delete table")
 
     # -- events ----------------------------------------------------------------------------------------
 
     def begin(
         self, event_id: str, *, event_type: str, target: str, source: str, correlation_id: str,
-        plan: Mapping[str, Any],
+        plan: Mapping[str, Any], fingerprint: str | None = None,
     ) -> EventRecord:
         validate_event_id(event_id)
         created = self._clock()
         history_key = newest_first_key(created, event_id)
         new = EventRecord(
-            event_id=event_id, event_type=event_type, target=target, source=source, status="received",
-            correlation_id=correlation_id, plan=canonical_plan(plan),
-            created_at=rfc3339(created), updated_at=rfc3339(created),
+            event_id=event_id, event_type=event_type, target=target, source=source,
+            status=EventStatus.RECEIVED, correlation_id=correlation_id, plan=canonical_plan(plan),
+            created_at=rfc3339(created), updated_at=rfc3339(created), fingerprint=fingerprint,
         )
         header = header_entity(encode_key(event_id), HEADER, new, history_key)
         inserted = True
@@ -164,20 +190,23 @@ class TableJournal:
 
     def get(self, event_id: str) -> EventRecord | None:
         validate_event_id(event_id)
+        # "event" < "step-…": the header and the step rows, not the batch and emission rows
         rows = self._events.query_entities(
-            "PartitionKey eq @pk", parameters={"pk": encode_key(event_id)}, results_per_page=1000
+            "PartitionKey eq @pk and RowKey ge @lo", parameters={"pk": encode_key(event_id), "lo": HEADER},
+            results_per_page=1000,
         )
         header: EventRecord | None = None
-        latest: dict[int, StepRecord] = {}
+        attempts: dict[int, list[StepRecord]] = {}
         for row in stream_pages(rows.by_page(), "journal get"):
             if row["RowKey"] == HEADER:
                 header = to_header(row)
             else:
-                step = to_step(row)
-                latest[step.index] = step  # rows come in RowKey order: later attempts overwrite earlier
+                step = to_step(row)  # rows come in RowKey order: attempts in the order they were made
+                attempts.setdefault(step.index, []).append(step)
         if header is None:
             return None
-        return EventRecord(**{**header.__dict__, "steps": tuple(latest[i] for i in sorted(latest))})
+        steps = tuple(effective_attempt(attempts[i]) for i in sorted(attempts))
+        return EventRecord(**{**header.__dict__, "steps": steps})
 
     def record_step(self, event_id: str, step: StepRecord) -> None:
         validate_event_id(event_id)
@@ -194,16 +223,115 @@ class TableJournal:
                 attempt += 1  # a concurrent writer took this attempt number
         else:
             raise PreconditionFailed(f"journal: could not append step {step.index} of {event_id!r}")
-        if header["Status"] == "received":
+        if header["Status"] == EventStatus.RECEIVED:
             self._update_header(pk, event_id, _start, stamped.at or "")
 
     def finish(self, event_id: str, status: str, error: str | None = None) -> None:
         validate_event_id(event_id)
-        check_status(status)
-        self._update_header(
-            encode_key(event_id), event_id, lambda _h: {"Status": status, "Error": clamp(error)},
-            rfc3339(self._clock()),
-        )
+
+        def change(header: Mapping[str, Any]) -> dict[str, Any]:
+            return {"Status": str(check_transition(str(header["Status"]), status)), "Error": clamp(error)}
+
+        self._update_header(encode_key(event_id), event_id, change, rfc3339(self._clock()))
+
+    # -- target leases -----------------------------------------------------------------------------------
+
+    def claim_target(self, target: str, holder: str, ttl_seconds: float) -> bool:
+        now = self._clock()
+        row = {"PartitionKey": target_key(target), "RowKey": LEASE, "Holder": holder,
+               "ExpiresAt": expires_at(now, ttl_seconds)}
+        try:
+            with_retry(lambda: self._leases.create_entity(row), "journal claim target")
+            return True
+        except Conflict:
+            pass
+        try:
+            current = with_retry(lambda: self._leases.get_entity(row["PartitionKey"], LEASE), "journal lease")
+        except NotFound:
+            return False  # released in between: the caller tries again
+        if current["Holder"] != holder and str(current["ExpiresAt"]) > rfc3339(now):
+            return False
+        try:
+            self._replace(self._leases, row, current.metadata["etag"], "journal take lease")
+        except PreconditionFailed:
+            return False  # another claimant won the expired lease
+        return True
+
+    def release_target(self, target: str, holder: str) -> None:
+        pk = target_key(target)
+        try:
+            current = with_retry(lambda: self._leases.get_entity(pk, LEASE), "journal lease")
+        except NotFound:
+            return
+        if current["Holder"] != holder:
+            return
+        etag = current.metadata["etag"]
+        try:
+            with_retry(lambda: self._leases.delete_entity(
+                pk, LEASE, etag=etag, match_condition=MatchConditions.IfNotModified), "journal release")
+        except (PreconditionFailed, NotFound):
+            return  # taken over after it expired: not ours to delete
+
+    # -- scale-out emission and batches ----------------------------------------------------------------
+
+    def start_emission(self, event_id: str, step_index: int, run: int) -> bool:
+        validate_event_id(event_id)
+        emission = EmissionRecord(step_index, run, EmissionState.EMITTING, at=rfc3339(self._clock()))
+        row = emission_entity(encode_key(event_id), _emission_key(step_index, run), emission)
+        try:
+            self._insert(row, "journal start emission")
+        except Conflict:
+            return False
+        return True
+
+    def record_batch(self, event_id: str, batch: BatchRecord) -> None:
+        validate_event_id(event_id)
+        stamped = BatchRecord(**{**batch.__dict__, "at": rfc3339(self._clock())})
+        key = _batch_key(batch.step_index, batch.run, batch.number)
+        self._insert(batch_entity(encode_key(event_id), key, stamped), "journal record batch")
+
+    def end_emission(self, event_id: str, step_index: int, run: int, batches: int) -> None:
+        validate_event_id(event_id)
+        emission = EmissionRecord(step_index, run, EmissionState.RECORDED, batches, at=rfc3339(self._clock()))
+        row = emission_entity(encode_key(event_id), _emission_key(step_index, run), emission)
+        with_retry(lambda: self._events.upsert_entity(row, mode=UpdateMode.REPLACE), "journal end emission")
+
+    def latest_emission(self, event_id: str, step_index: int) -> EmissionRecord | None:
+        validate_event_id(event_id)
+        low = _emission_key(step_index, 0)
+        rows = self._events.query_entities(
+            "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi",
+            parameters={"pk": encode_key(event_id), "lo": low, "hi": f"emission-{step_index:06d}-~"},
+            results_per_page=1000)
+        runs = [to_emission(r) for r in stream_pages(rows.by_page(), "journal emissions")]
+        return max(runs, key=lambda e: e.run) if runs else None
+
+    def batches(self, event_id: str, step_index: int, run: int) -> tuple[BatchRecord, ...]:
+        validate_event_id(event_id)
+        prefix = f"batch-{step_index:06d}-{run:04d}-"
+        rows = self._events.query_entities(
+            "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi",
+            parameters={"pk": encode_key(event_id), "lo": prefix, "hi": f"{prefix}~"}, results_per_page=1000)
+        return tuple(to_batch(r) for r in stream_pages(rows.by_page(), "journal batches"))
+
+    def settle_batch(self, event_id: str, batch: BatchRecord) -> bool:
+        validate_event_id(event_id)
+        pk, key = encode_key(event_id), _batch_key(batch.step_index, batch.run, batch.number)
+        try:
+            current = with_retry(lambda: self._events.get_entity(pk, key), "journal read batch")
+        except NotFound:
+            return False
+        stored = to_batch(current)
+        if not batch_may_become(stored.state, batch.state):
+            return False
+        settled = BatchRecord(**{**batch.__dict__, "device_ids": stored.device_ids, "error": clamp(batch.error),
+                                 "at": rfc3339(self._clock())})
+        try:
+            self._replace(self._events, batch_entity(pk, key, settled), current.metadata["etag"],
+                          "journal settle batch")
+        except PreconditionFailed:
+            return False  # a concurrent delivery settled it first
+        return True
 
     def history(self, target: str) -> Iterator[EventRecord]:
         rows = self._targets.query_entities(
@@ -211,7 +339,7 @@ class TableJournal:
         )
         for row in stream_pages(rows.by_page(), "journal history"):
             record = self.get(str(row["EventId"]))
-            if record is not None and record.status == "completed":
+            if record is not None:
                 yield record
 
     def iter_events(self, status: str | None = None) -> Iterator[EventRecord]:
@@ -269,13 +397,16 @@ class TableJournal:
         )
         return sum(1 for _ in stream_pages(rows.by_page(), "journal count attempts"))
 
-    def _replace_if_unchanged(self, entity: dict[str, Any], etag: str) -> None:
+    @staticmethod
+    def _replace(table: Any, entity: dict[str, Any], etag: str, what: str) -> None:
+        """Replace ``entity`` only if it is unchanged since it was read with ``etag`` (412 otherwise)."""
+
         def replace() -> object:
-            return self._events.update_entity(
+            return table.update_entity(
                 entity, mode=UpdateMode.REPLACE, etag=etag, match_condition=MatchConditions.IfNotModified
             )
 
-        with_retry(replace, "journal update event")
+        with_retry(replace, what)
 
     def _update_header(
         self, pk: str, event_id: str, change: Callable[[Any], dict[str, Any] | None], now: str
@@ -290,7 +421,7 @@ class TableJournal:
             entity = {**header, "UpdatedAt": now, **fields}
             entity = {name: value for name, value in entity.items() if value is not None}
             try:
-                self._replace_if_unchanged(entity, header.metadata["etag"])
+                self._replace(self._events, entity, header.metadata["etag"], "journal update event")
             except PreconditionFailed:
                 continue
             return
@@ -299,7 +430,9 @@ class TableJournal:
 
 def _start(header: Mapping[str, Any]) -> dict[str, Any] | None:
     """The first step moves a ``received`` event to ``in_progress``; any other status is left alone."""
-    return {"Status": "in_progress"} if header["Status"] == "received" else None
+    if header["Status"] != EventStatus.RECEIVED:
+        return None
+    return {"Status": str(check_transition(str(header["Status"]), EventStatus.IN_PROGRESS))}
 
 
 def _table_service_uri(connection: Connection) -> str:

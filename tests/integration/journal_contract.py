@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 
-from shared.adapters.journal_memory import BODY_LIMIT, TEXT_LIMIT, rfc3339
+from shared.adapters.journal_format import BODY_LIMIT, TEXT_LIMIT, rfc3339
 from shared.errors import NotFound, Rejected
-from shared.ports import StepRecord
+from shared.lifecycle import BatchState, EmissionState, IllegalTransition
+from shared.ports import BatchRecord, StepRecord, Tally
 
 
 class ManualClock:
@@ -135,6 +136,15 @@ def contract_a_retried_step_appends_an_attempt_and_the_latest_wins(journal: Any,
     assert [(s.index, s.outcome, s.error) for s in steps] == [(0, "done", None), (1, "skipped", None)]
 
 
+def contract_a_later_attempt_never_hides_the_attempt_that_made_the_change(journal: Any) -> None:
+    begin(journal, "evt-1")
+    journal.record_step("evt-1", step(0, outcome="done", before="enabled", after="disabled"))
+    journal.record_step("evt-1", step(0, outcome="already_done", before="disabled", after="disabled"))
+    journal.record_step("evt-1", step(0, outcome="failed", error="late duplicate"))
+    kept = journal.get("evt-1").steps[0]
+    assert (kept.outcome, kept.before, kept.after) == ("done", "enabled", "disabled")
+
+
 def contract_the_first_step_moves_the_event_to_in_progress(journal: Any, clock: ManualClock) -> None:
     begin(journal, "evt-1")
     clock.advance()
@@ -166,6 +176,7 @@ def contract_finish_sets_status_error_and_time(journal: Any, clock: ManualClock)
     record = journal.get("evt-1")
     assert (record.status, record.error, record.updated_at) == ("failed", "Permanent: hub refused",
                                                               rfc3339(clock()))
+    journal.finish("evt-1", "in_progress")  # resumed on purpose
     journal.finish("evt-1", "completed")
     record = journal.get("evt-1")
     assert (record.status, record.error) == ("completed", None)
@@ -174,10 +185,115 @@ def contract_finish_sets_status_error_and_time(journal: Any, clock: ManualClock)
 
 def contract_finish_refuses_unknown_statuses_and_events(journal: Any) -> None:
     begin(journal, "evt-1")
-    with pytest.raises(ValueError, match="unknown journal status"):
+    with pytest.raises(IllegalTransition, match="unknown event status"):
         journal.finish("evt-1", "done-ish")
     with pytest.raises(NotFound):
         journal.finish("nope", "completed")
+
+
+@pytest.mark.parametrize(("first", "then"), [("completed", "failed"), ("completed", "in_progress"),
+                                             ("refused", "completed"), ("failed", "completed")])
+def contract_finish_follows_the_one_transition_table(journal: Any, first: str, then: str) -> None:
+    begin(journal, "evt-1")
+    journal.finish("evt-1", first)
+    with pytest.raises(IllegalTransition):
+        journal.finish("evt-1", then)
+    assert journal.get("evt-1").status == first
+
+
+def contract_begin_keeps_the_fingerprint_of_the_first_body(journal: Any) -> None:
+    begin(journal, "evt-1", fingerprint="a" * 64)
+    again = begin(journal, "evt-1", target="dev-9", fingerprint="b" * 64)
+    assert (again.fingerprint, again.target) == ("a" * 64, "dev-1")
+
+
+# -- target leases -----------------------------------------------------------------------------------
+
+
+def contract_a_target_lease_has_one_live_holder(journal: Any, clock: ManualClock) -> None:
+    assert journal.claim_target("Dev-1", "evt-a", 30)
+    assert journal.claim_target("dev-1", "evt-a", 30), "the holder may extend it"
+    assert not journal.claim_target("DEV-1", "evt-b", 30)
+    assert journal.claim_target("dev-2", "evt-b", 30), "other targets are independent"
+    journal.release_target("dev-1", "evt-b")  # not the holder: nothing happens
+    assert not journal.claim_target("dev-1", "evt-b", 30)
+    journal.release_target("dev-1", "evt-a")
+    assert journal.claim_target("dev-1", "evt-b", 30)
+
+
+def contract_an_expired_lease_can_be_taken_over(journal: Any, clock: ManualClock) -> None:
+    assert journal.claim_target("dev-1", "evt-a", 30)
+    clock.advance(31)
+    assert journal.claim_target("dev-1", "evt-b", 30)
+    journal.release_target("dev-1", "evt-a")  # the old holder's late release leaves the new lease
+    assert not journal.claim_target("dev-1", "evt-c", 30)
+
+
+def contract_concurrent_claims_of_a_target_have_exactly_one_winner(journal: Any) -> None:
+    wins: list[str] = []
+    barrier = threading.Barrier(6)
+
+    def claim(holder: str) -> None:
+        barrier.wait()
+        if journal.claim_target("dev-1", holder, 30):
+            wins.append(holder)
+
+    threads = [threading.Thread(target=claim, args=(f"evt-{n}",)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(wins) == 1
+
+
+# -- scale-out emission and batches --------------------------------------------------------------------
+
+
+def _batch(number: int, state: BatchState = BatchState.EMITTED, **kw: Any) -> BatchRecord:
+    return BatchRecord(step_index=1, run=1, number=number, hub="hub-a.example", action="disable",
+                       device_ids=tuple(f"d-{number}-{i}" for i in range(3)), state=state, **kw)
+
+
+def contract_an_emission_run_is_claimed_once_and_its_batches_kept(journal: Any) -> None:
+    begin(journal, "evt-g", target="grp")
+    assert journal.latest_emission("evt-g", 1) is None
+    assert journal.start_emission("evt-g", 1, 1)
+    assert not journal.start_emission("evt-g", 1, 1), "a duplicate delivery does not emit again"
+    assert journal.latest_emission("evt-g", 1).state == EmissionState.EMITTING
+    for n in (1, 2):
+        journal.record_batch("evt-g", _batch(n))
+    journal.end_emission("evt-g", 1, 1, 2)
+    emission = journal.latest_emission("evt-g", 1)
+    assert (emission.run, emission.state, emission.batches) == (1, EmissionState.RECORDED, 2)
+    kept = journal.batches("evt-g", 1, 1)
+    assert [(b.number, b.device_ids, b.state) for b in kept] == [
+        (1, ("d-1-0", "d-1-1", "d-1-2"), BatchState.EMITTED), (2, ("d-2-0", "d-2-1", "d-2-2"), BatchState.EMITTED)]
+    assert journal.get("evt-g").steps == (), "batches are not steps"
+
+
+def contract_a_batch_settles_once_and_keeps_its_device_set(journal: Any) -> None:
+    begin(journal, "evt-g", target="grp")
+    journal.start_emission("evt-g", 1, 1)
+    journal.record_batch("evt-g", _batch(1))
+    applied = _batch(1, BatchState.APPLIED, tally=Tally(changed=3))
+    assert journal.settle_batch("evt-g", applied)
+    assert not journal.settle_batch("evt-g", _batch(1, BatchState.APPLIED, tally=Tally(unchanged=3)))
+    assert not journal.settle_batch("evt-g", _batch(1, BatchState.FAILED))
+    forged = BatchRecord(1, 1, 1, "hub-a.example", "disable", ("victim",), BatchState.EMITTED)
+    assert not journal.settle_batch("evt-g", forged)
+    kept = journal.batches("evt-g", 1, 1)[0]
+    assert (kept.state, kept.tally, kept.device_ids) == (BatchState.APPLIED, Tally(changed=3),
+                                                        ("d-1-0", "d-1-1", "d-1-2"))
+    assert not journal.settle_batch("evt-g", _batch(9, BatchState.APPLIED)), "an unknown batch never settles"
+
+
+def contract_a_failed_batch_may_be_sent_again(journal: Any) -> None:
+    begin(journal, "evt-g", target="grp")
+    journal.start_emission("evt-g", 1, 1)
+    journal.record_batch("evt-g", _batch(1))
+    assert journal.settle_batch("evt-g", _batch(1, BatchState.FAILED, tally=Tally(failed=3), error="503"))
+    assert journal.settle_batch("evt-g", _batch(1, BatchState.EMITTED))
+    assert journal.settle_batch("evt-g", _batch(1, BatchState.APPLIED, tally=Tally(changed=3)))
 
 
 # -- history and listings ----------------------------------------------------------------------------
@@ -190,18 +306,21 @@ def _completed(journal: Any, clock: ManualClock, event_id: str, target: str, eve
     clock.advance()
 
 
-def contract_history_lists_completed_events_newest_first_case_insensitively(
+def contract_history_lists_every_event_on_a_target_newest_first_case_insensitively(
     journal: Any, clock: ManualClock
 ) -> None:
     _completed(journal, clock, "evt-a", "Dev-1", "lost")
     _completed(journal, clock, "evt-b", "dev-2", "lost")
-    begin(journal, "evt-c", target="DEV-1", event_type="stolen")  # never finished: not history
+    begin(journal, "evt-c", target="DEV-1", event_type="stolen")  # still running: it counts too
     clock.advance()
     _completed(journal, clock, "evt-d", "dev-1", "found")
     begin(journal, "evt-e", target="dev-1")
     journal.finish("evt-e", "failed", error="x")
     history = list(journal.history("DEV-1"))
-    assert [(r.event_id, r.event_type) for r in history] == [("evt-d", "found"), ("evt-a", "lost")]
+    assert [(r.event_id, r.event_type, r.status) for r in history] == [
+        ("evt-e", "lost", "failed"), ("evt-d", "found", "completed"), ("evt-c", "stolen", "received"),
+        ("evt-a", "lost", "completed")]
+    history = [r for r in history if r.status == "completed"]
     assert [s.kind for s in history[1].steps] == ["EnrollmentDisabled"], "found needs what lost did"
     assert list(journal.history("nobody")) == []
 
@@ -244,6 +363,16 @@ def contract_a_huge_rejected_body_is_truncated_and_flagged(journal: Any) -> None
     kept = journal.get_rejection(rejection_id)
     assert kept.truncated
     assert len(kept.body) == BODY_LIMIT
+
+
+def contract_limits_count_utf16_units_as_table_storage_does(journal: Any) -> None:
+    emoji = "\U0001F600"  # two UTF-16 code units
+    rejection_id = journal.record_rejection(emoji * 20_000, [{"field": "note", "reason": "too long"}], None)
+    kept = journal.get_rejection(rejection_id)
+    assert kept.body == emoji * 20_000 and not kept.truncated
+    begin(journal, "evt-1")
+    journal.record_step("evt-1", step(0, error=emoji * TEXT_LIMIT))
+    assert journal.get("evt-1").steps[0].error == emoji * (TEXT_LIMIT // 2)
 
 
 # -- awkward keys ------------------------------------------------------------------------------------
