@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 
 class StepKind(StrEnum):
@@ -78,3 +79,47 @@ class Plan:
     @property
     def refused(self) -> bool:
         return self.refusal is not None
+
+
+def plan_to_dict(plan: Plan) -> dict[str, Any]:
+    """A JSON-ready view of a plan (for the journal, the CLI's --json and outcomes). Holds no secrets."""
+    return {
+        "eventId": plan.event_id,
+        "eventType": plan.event_type,
+        "target": plan.target,
+        "refusal": plan.refusal,
+        "warnings": list(plan.warnings),
+        "steps": [
+            {
+                "kind": s.kind.value,
+                "service": s.service.value,
+                "target": s.target,
+                "hub": s.hub,
+                "reason": s.reason,
+                "params": dict(s.params),
+            }
+            for s in plan.steps
+        ],
+    }
+
+
+def plan_from_dict(data: Mapping[str, Any]) -> Plan:
+    """The inverse of ``plan_to_dict``."""
+    steps = tuple(
+        Step(
+            StepKind(s["kind"]),
+            s["target"],
+            s["reason"],
+            hub=s.get("hub"),
+            params=dict(s.get("params") or {}),
+        )
+        for s in data.get("steps", ())
+    )
+    return Plan(
+        data["eventId"],
+        data["eventType"],
+        data["target"],
+        steps=steps,
+        warnings=tuple(data.get("warnings", ())),
+        refusal=data.get("refusal"),
+    )

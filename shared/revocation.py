@@ -20,9 +20,6 @@ Layout: one device is planned here; ``found`` in ``shared.revocation_found`` and
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 from shared.certs import ParsedCert, device_coverage
 from shared.events import EventType, LifecycleEvent
 from shared.ids import same_dps_id
@@ -256,50 +253,3 @@ def _add_hub_step(draft: Draft, action: HubAction, snap: InventorySnapshot) -> N
 def group_names(groups: tuple[EnrollmentGroup, ...] | list[EnrollmentGroup]) -> str:
     """Distinct group IDs, in order, for warnings."""
     return ", ".join(dict.fromkeys(g.group_id for g in groups))
-
-
-# --- serialisation ----------------------------------------------------------------------------------------
-
-
-def plan_to_dict(plan: Plan) -> dict[str, Any]:
-    """A JSON-ready view of a plan (for the journal, the CLI's --json and outcomes). Holds no secrets."""
-    return {
-        "eventId": plan.event_id,
-        "eventType": plan.event_type,
-        "target": plan.target,
-        "refusal": plan.refusal,
-        "warnings": list(plan.warnings),
-        "steps": [
-            {
-                "kind": s.kind.value,
-                "service": s.service.value,
-                "target": s.target,
-                "hub": s.hub,
-                "reason": s.reason,
-                "params": dict(s.params),
-            }
-            for s in plan.steps
-        ],
-    }
-
-
-def plan_from_dict(data: Mapping[str, Any]) -> Plan:
-    """The inverse of ``plan_to_dict``."""
-    steps = tuple(
-        Step(
-            StepKind(s["kind"]),
-            s["target"],
-            s["reason"],
-            hub=s.get("hub"),
-            params=dict(s.get("params") or {}),
-        )
-        for s in data.get("steps", ())
-    )
-    return Plan(
-        data["eventId"],
-        data["eventType"],
-        data["target"],
-        steps=steps,
-        warnings=tuple(data.get("warnings", ())),
-        refusal=data.get("refusal"),
-    )

@@ -21,7 +21,8 @@ from shared.model import (
 )
 from shared.plan import Service, StepKind
 from shared.policy import DEFAULT_POLICY, load_policy
-from shared.revocation import plan_from_dict, plan_revocation, plan_to_dict
+from shared.plan import plan_from_dict, plan_to_dict
+from shared.revocation import plan_revocation
 from tests.support.certs import make_ca, make_intermediate, make_leaf
 
 K = StepKind

@@ -18,7 +18,8 @@ from shared.events import parse_event
 from shared.inventory_file import parse_inventory, select_snapshot
 from shared.plan import Plan
 from shared.policy import load_policy
-from shared.revocation import plan_revocation, plan_to_dict
+from shared.plan import plan_to_dict
+from shared.revocation import plan_revocation
 
 NAME = "plan"
 EXIT_OK, EXIT_INVALID, EXIT_REFUSED = 0, 2, 3
