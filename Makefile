@@ -29,9 +29,12 @@ test: setup
 lint: setup
 	$(PY) -m ruff check .
 	$(PY) -m mypy
+	$(VENV)/bin/lint-imports
+	$(PY) scripts/check_cycles.py
+	$(PY) infra/check.py
 
 bench: setup
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) node_modules .state bench/out local.settings.json
+	rm -rf $(VENV) .venv312 .venv-iac node_modules .state bench/out local.settings.json

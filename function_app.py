@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import azure.functions as func
 
-from unprovision.triggers import http, queues, servicebus, timer
+from unprovision.triggers import audit, http, queues, servicebus
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 app.register_functions(queues.blueprint())
 app.register_functions(http.blueprint())
-app.register_functions(timer.blueprint())
+app.register_functions(audit.blueprint())
 if servicebus.configured():
     app.register_functions(servicebus.blueprint())

@@ -2,7 +2,7 @@
 
     python -m bench.purge_child CONFIG.json  (settings as JSON on stdin, result as JSON on stdout)
 
-* ``engine``: ``unprovision.groupwork.purge_group`` in-process mode over the real adapters, configured as the
+* ``engine``: ``unprovision.group.inprocess.purge_group`` over the real adapters, configured as the
   product configures it (``unprovision.service.group_work``): DPS registration query pages, throttled bulk
   calls per hub (limiter sized to the emulator's compressed S1 budget), and — when ``storage`` names a
   blob-capable account — the import-job factory of ``unprovision.wiring.import_jobs`` with the
@@ -50,7 +50,7 @@ def run_engine(cfg: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
     from shared.adapters.dps import DpsProvisioningService
     from shared.adapters.iothub import HubRegistries
     from shared.plan import StepKind
-    from unprovision.groupwork import GroupWork, purge_group
+    from unprovision.group.inprocess import GroupWork, purge_group
     from unprovision.throttle import HubBudget, InMemoryRateLimiter
 
     ca = cfg["caBundle"]

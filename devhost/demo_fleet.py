@@ -80,7 +80,12 @@ class FleetDevice:
 
     def credentials(self, fleet_dir: Path) -> DeviceCredentials:
         chain = (fleet_dir / self.chain_file).read_text(encoding="ascii") if self.chain_file else None
-        return DeviceCredentials(self.registration_id, self.symmetric_key, chain, self.tpm_endorsement_key)
+        cert_file = str(fleet_dir / self.chain_file) if self.chain_file else None
+        key_file = cert_file[: -len(".pem")] + ".key.pem" if cert_file else None  # written by _issue
+        if key_file and not Path(key_file).exists():
+            key_file = None  # chain only: the emulator's certificate header stands in for mutual TLS
+        return DeviceCredentials(self.registration_id, self.symmetric_key, chain, self.tpm_endorsement_key,
+                                 cert_file=cert_file, key_file=key_file)
 
 
 # -- certificates ---------------------------------------------------------------------------------

@@ -2,8 +2,8 @@
 
 Sends the script's events through the lifecycle queue (as the outside world would), waits for each phase in
 the journal, sends one malformed event (it must be recorded as rejected), then probes the fleet again
-(:mod:`devhost.fleet_probe`). Runs against a started ``devhost.stack.Stack``; a second run in the same state
-dir re-seeds a fresh fleet first, so the "before" table is always clean.
+(:mod:`devhost.fleet_probe`). Runs against a started stack (``RunningStack``: ``devhost.stack.Stack`` is one);
+a second run in the same state dir re-seeds a fresh fleet first, so the "before" table is always clean.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import secrets
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.queue import QueueClient
@@ -23,9 +23,6 @@ from azure.storage.queue import QueueClient
 from devhost import demo_fleet
 from devhost.fleet_probe import FleetProbe, format_table
 from shared.adapters.journal_tables import TableJournal
-
-if TYPE_CHECKING:  # devhost.stack imports this module (and runs as __main__): no import at run time
-    from devhost.stack import Stack
 
 DEMO_TIMEOUT_S = 90.0
 _FINISHED = ("completed", "failed", "refused", "rejected")
@@ -59,6 +56,19 @@ def demo_script(run: str, state_dir: Path) -> list[list[dict[str, Any]]]:
     return [first, second]
 
 
+class RunningStack(Protocol):
+    """What the demo needs of a started stack. Declared here, not imported: ``devhost.stack`` runs the demo,
+    so the demo must not depend on it (and ``stack`` often runs as ``__main__``, a second module object)."""
+
+    state_dir: Path
+    config: dict[str, Any]
+    values: dict[str, str]
+    fleet: list[demo_fleet.FleetDevice]
+
+    def reseed(self) -> None:
+        """Empty DPS and the hubs, then seed a fresh demo fleet."""
+
+
 MALFORMED = {"eventId": "", "type": "misplaced", "registrationID": "sensor-a-001", "occurredAt": "yesterday",
              "source": "devhost-demo"}
 
@@ -77,7 +87,7 @@ def _wait(journal: TableJournal, event_ids: list[str], deadline: float) -> dict[
     return status
 
 
-def run_demo(stack: Stack) -> int:
+def run_demo(stack: RunningStack) -> int:
     """Before table, scripted events through the lifecycle queue, after table; 0 when all completed."""
     marker = stack.state_dir / "demo" / "ran"
     if marker.exists():

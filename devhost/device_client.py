@@ -2,21 +2,24 @@
 
 The project's Python SDKs are service-side only, so this is the small, explicit device client the demo and
 tests use to ask the question revocation is about: *may this device still provision, and may it still
-talk to its hub?* It speaks the wire formats the emulator documents (docs/emulator-dps.md and
-emulator/README.md):
+talk to its hub?* (Microsoft's Node.js device SDK is driven by ``devhost/node_device.js`` for the
+same question with the vendor's own code.) It speaks the wire formats the emulator documents
+(docs/emulator-dps.md and emulator/README.md), following the flow DPS runs:
 
-* DPS: ``PUT {deviceEndpoint}/{idScope}/registrations/{regId}/register?api-version=2021-06-01``.
+* DPS: ``PUT {deviceEndpoint}/{idScope}/registrations/{regId}/register?api-version=2021-06-01`` answers
+  202 ``{"operationId", "status": "assigning"}`` with ``Retry-After``; the client waits that long and polls
+  ``GET …/operations/{operationId}`` until the status is final (``assigned``, ``disabled``, ``failed``).
+  A 401 at any point is ``unauthorized``.
   Symmetric key: ``SharedAccessSignature sr=<urlencoded lower(idScope/registrations/regId)>&sig&se``
   ``&skn=registration``.
-  X.509: header ``x-emulator-client-cert`` = base64 of the PEM chain, leaf first (the emulator's stand-in
-  for mutual TLS). TPM: header ``x-emulator-tpm-ek`` (stand-in for the TPM nonce challenge).
+  X.509: the certificate goes in the TLS handshake (mutual TLS) when the credentials carry the chain and
+  key files; with only a chain, the emulator's stand-in header ``x-emulator-client-cert`` (base64 PEM
+  chain, leaf first). TPM: header ``x-emulator-tpm-ek`` (stand-in for the TPM nonce challenge).
 * Hub: ``POST https://{hub}/devices/{deviceId}/messages/events?api-version=2020-09-30``, SAS
-  ``sr={hub}/devices/{deviceId}`` without ``skn``, or the same certificate header.
+  ``sr={hub}/devices/{deviceId}`` without ``skn``, or the same certificate (handshake or header).
 
-Real DPS answers ``202 assigning`` and lets the device poll; the emulator decides at once (200). This
-client follows ``operationId`` polling when it gets a 202, so it also works against that flow (untested
-here: nothing but the emulator is reachable). TPM keys: real DPS returns the hub key encrypted to the TPM;
-the emulator does not, so callers pass the hub key to :meth:`DeviceClient.send_telemetry` themselves.
+TPM keys: real DPS returns the hub key encrypted to the TPM; the emulator does not, so callers pass the hub
+key to :meth:`DeviceClient.send_telemetry` themselves.
 """
 
 from __future__ import annotations
@@ -37,7 +40,8 @@ HUB_API_VERSION = "2020-09-30"
 CLIENT_CERT_HEADER = "x-emulator-client-cert"
 TPM_HEADER = "x-emulator-tpm-ek"
 TOKEN_TTL_S = 3600
-POLL_INTERVAL_S = 0.5
+POLL_INTERVAL_S = 2.0  # when DPS sends no Retry-After (the Node SDK's default polling interval)
+MAX_RETRY_AFTER_S = 10.0
 MAX_POLLS = 20
 
 
@@ -71,6 +75,12 @@ class DeviceCredentials:
     symmetric_key: str | None = None  # base64; for group members the derived key
     cert_chain_pem: str | None = None  # leaf first, then intermediates (not the root)
     tpm_endorsement_key: str | None = None
+    cert_file: str | None = None  # PEM chain file (leaf first) and its private key: mutual TLS
+    key_file: str | None = None
+
+    @property
+    def tls_cert(self) -> tuple[str, str] | None:
+        return (self.cert_file, self.key_file) if self.cert_file and self.key_file else None
 
     def __repr__(self) -> str:
         kind = "sas" if self.symmetric_key else "x509" if self.cert_chain_pem else "tpm"
@@ -127,6 +137,24 @@ def chain_header(chain_pem: str) -> str:
     return base64.b64encode(chain_pem.encode()).decode()
 
 
+def _assigning(response: requests.Response) -> bool:
+    if response.status_code != 200:
+        return False
+    try:
+        return bool(response.json().get("status") == "assigning")
+    except ValueError:
+        return False
+
+
+def _retry_after(response: requests.Response) -> float:
+    """Seconds to wait before the next poll: DPS's ``Retry-After``, else the SDKs' default interval."""
+    try:
+        value = float(response.headers.get("Retry-After", POLL_INTERVAL_S))
+    except ValueError:
+        value = POLL_INTERVAL_S
+    return min(max(value, 0.0), MAX_RETRY_AFTER_S)
+
+
 class DeviceClient:
     """One device: ``register()`` against DPS, ``send_telemetry()`` to a hub. Never logs a key or token."""
 
@@ -146,7 +174,7 @@ class DeviceClient:
         if creds.symmetric_key:
             resource = f"{self.endpoint.id_scope}/registrations/{creds.registration_id}".lower()
             headers["Authorization"] = sas_token(resource, creds.symmetric_key, policy="registration")
-        if creds.cert_chain_pem:
+        if creds.cert_chain_pem and not creds.tls_cert:
             headers[CLIENT_CERT_HEADER] = chain_header(creds.cert_chain_pem)
         if creds.tpm_endorsement_key:
             headers[TPM_HEADER] = creds.tpm_endorsement_key
@@ -154,22 +182,26 @@ class DeviceClient:
 
     def _call(self, method: str, url: str, **kwargs: Any) -> requests.Response:
         try:
-            return self._session.request(method, url, timeout=self.timeout,
+            return self._session.request(method, url, timeout=self.timeout, cert=self.credentials.tls_cert,
                                          verify=self.endpoint.ca_bundle or True, **kwargs)
         except requests.RequestException as exc:
             where = url.split("?", maxsplit=1)[0]  # no query string in messages
             raise DeviceClientError(f"{method} {where} failed: {type(exc).__name__}") from exc
 
     def register(self) -> Registration:
-        """Register (or re-register); 401 becomes ``unauthorized``, other errors raise DeviceClientError."""
+        """Register (or re-register) and poll the operation until it is final; 401 becomes
+        ``unauthorized``, other errors (or an operation still ``assigning`` after MAX_POLLS) raise
+        DeviceClientError."""
         reg_id = self.credentials.registration_id
         base = f"{self.endpoint.device_endpoint}/{self.endpoint.id_scope}/registrations/{reg_id}"
         response = self._call("PUT", f"{base}/register", params={"api-version": DPS_API_VERSION},
                               json={"registrationId": reg_id}, headers=self._registration_headers())
         polls = 0
-        while response.status_code == 202 and polls < MAX_POLLS:
+        while response.status_code == 202 or _assigning(response):
+            if polls >= MAX_POLLS:
+                raise DeviceClientError(f"registration still assigning after {polls} polls", 202)
             operation_id = response.json()["operationId"]
-            time.sleep(POLL_INTERVAL_S)
+            time.sleep(_retry_after(response))
             response = self._call("GET", f"{base}/operations/{operation_id}",
                                   params={"api-version": DPS_API_VERSION},
                                   headers=self._registration_headers())
@@ -192,7 +224,7 @@ class DeviceClient:
         sas_key = key or self.credentials.symmetric_key
         if sas_key:
             headers["Authorization"] = sas_token(f"{hub_host}/devices/{device_id}", sas_key)
-        elif self.credentials.cert_chain_pem:
+        elif self.credentials.cert_chain_pem and not self.credentials.tls_cert:
             headers[CLIENT_CERT_HEADER] = chain_header(self.credentials.cert_chain_pem)
         body = json.dumps(payload or {"hello": device_id})
         url = f"https://{hub_host}/devices/{quote(device_id, safe='')}/messages/events"

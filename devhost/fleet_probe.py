@@ -4,6 +4,11 @@
 it can still register and send (live calls). The emulator gives TPM devices no hub key (real DPS returns it
 encrypted to the TPM), so the probe reads that key from the hub registry as a stand-in. The fleet itself
 (seeding, credentials) is :mod:`devhost.demo_fleet`.
+
+Which device code asks: ``device_sdk="node"`` — Microsoft's Node.js device SDK, unchanged
+(:mod:`devhost.node_device`; needs the emulator in standard-ports mode); ``"python"`` — the project's
+:mod:`devhost.device_client`; ``"auto"`` (default) — Node when the emulator runs on standard ports and the SDK
+is installed, else Python. TPM devices always use the Python client (the SDK's TPM challenge is not emulated).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from typing import Any
 from azure.iot.hub import IoTHubRegistryManager
 from provisioningserviceclient import ProvisioningServiceClient, ProvisioningServiceError
 
+from devhost import node_device
 from devhost.demo_fleet import FLEET_DIR, FleetDevice
 from devhost.device_client import DeviceClient, DpsEndpoint
 
@@ -44,7 +50,11 @@ def _status_code(exc: BaseException) -> int | None:
 class FleetProbe:
     """Reads DPS / hub state with the service SDKs and asks each device what it can still do."""
 
-    def __init__(self, config: dict[str, Any], state_dir: Path) -> None:
+    def __init__(self, config: dict[str, Any], state_dir: Path, *, device_sdk: str = "auto") -> None:
+        if device_sdk == "auto":
+            usable = node_device.standard_ports(config) and node_device.missing() is None
+            device_sdk = "node" if usable else "python"
+        self.device_sdk = device_sdk
         self.config = config
         self.fleet_dir = state_dir / FLEET_DIR
         self.endpoint = DpsEndpoint.from_emulator_config(config)
@@ -100,12 +110,39 @@ class FleetProbe:
         dps_status = self._dps_status(device)
         identity = self._hub_identity(device.hub, device.registration_id)
         hub_status = "absent" if identity is None else str(identity.status)
+        if self.device_sdk == "node" and device.kind != "tpm":
+            return self._probe_node(device, dps_status, hub_status)
         client = DeviceClient(self.endpoint, device.credentials(self.fleet_dir))
         registration = client.register()
         can_register = "yes" if registration.assigned else f"no ({registration.status})"
         hub = registration.assigned_hub if registration.assigned else device.hub
         return ProbeRow(device.registration_id, self.hub_names.get(hub or "", hub or "-"), device.path,
                         dps_status, hub_status, can_register, self._send(client, device, hub))
+
+    def _probe_node(self, device: FleetDevice, dps_status: str, hub_status: str) -> ProbeRow:
+        """Register and send through the Node SDK; a refused device still tries its last known hub."""
+        creds = device.credentials(self.fleet_dir)
+        sdk_device = node_device.SdkDevice(device.registration_id, symmetric_key=creds.symmetric_key,
+                                           cert_file=creds.cert_file, key_file=creds.key_file)
+        result = node_device.run(self.config, sdk_device)
+        if result.registered and result.registration is not None:
+            hub: str | None = result.registration["assignedHub"]
+            can_register = "yes"
+        else:
+            error = result.registration_error or {}
+            reason = error.get("resultStatus") or ("unauthorized" if error.get("statusCode") == 401
+                                                   else error.get("name", "error"))
+            can_register, hub = f"no ({reason})", device.hub
+            if hub is not None:
+                result = node_device.run(self.config, sdk_device, hub=hub, device_id=device.registration_id)
+        if hub is None:
+            can_send = "no (no hub)"
+        elif result.sent:
+            can_send = "yes"
+        else:
+            can_send = f"no ({(result.send or {}).get('statusCode')})"
+        return ProbeRow(device.registration_id, self.hub_names.get(hub or "", hub or "-"), device.path,
+                        dps_status, hub_status, can_register, can_send)
 
     def table(self, devices: list[FleetDevice]) -> list[ProbeRow]:
         return [self.probe(device) for device in devices]

@@ -167,12 +167,12 @@ class InMemoryReceiver:
 
 
 class AzureServiceBusReceiver:
-    """Peek-lock receiver on a real namespace via ``azure-servicebus`` (UNTESTED here: no broker can run)."""
+    """Peek-lock receiver via ``azure-servicebus`` (tested against the emulator's Service Bus stand-in)."""
 
     def __init__(self, connection_string: str, entity: str) -> None:
-        from azure.servicebus import ServiceBusClient
+        from shared.adapters.servicebus_connect import client_from_connection_string
 
-        self._client = ServiceBusClient.from_connection_string(connection_string)
+        self._client = client_from_connection_string(connection_string)
         topic, _, subscription = entity.partition("/Subscriptions/")
         if subscription:
             self._receiver = self._client.get_subscription_receiver(topic, subscription)
@@ -194,7 +194,8 @@ class AzureServiceBusReceiver:
                     body=b"".join(raw.body),
                     message_id=str(raw.message_id),
                     lock_token=token,
-                    delivery_count=raw.delivery_count or 0,
+                    # The SDK shows the AMQP header (0 on the first delivery); the host reports 1.
+                    delivery_count=(raw.delivery_count or 0) + 1,
                     sequence_number=raw.sequence_number or 0,
                     enqueued_time=raw.enqueued_time_utc or datetime.now(UTC),
                     application_properties=props,

@@ -125,7 +125,7 @@ class Stack:
     def _start(self) -> None:
         self.azurite = start_azurite(blob=True, location=self.state_dir / "azurite")
         self.emulator = Emulator(EmulatorOptions(state_dir=self.state_dir / "emulator", hubs=2,
-                                                 tier=self.options.tier, persist=True))
+                                                 tier=self.options.tier, persist=True, dps_retry_after=0))
         self.config = self.emulator.start()
         # This process talks to the emulator too (seeding, probes); the app reads the same variables.
         os.environ["REQUESTS_CA_BUNDLE"] = self.config["caBundle"]

@@ -28,6 +28,10 @@ def parse_args(argv: list[str] | None = None) -> Options:
     parser.add_argument("--latency-ms", type=float, default=0.0, help="added latency per call")
     parser.add_argument("--no-dps-throttle", action="store_true", help="disable the DPS 1,000/min budgets")
     parser.add_argument("--persist", action="store_true", help="keep state and ports across restarts")
+    parser.add_argument("--standard-ports", action="store_true",
+                        help="DPS and each hub on port 443 of its own 127.x.y.z address (needs root)")
+    parser.add_argument("--retry-after", type=float, default=1.0,
+                        help="Retry-After seconds DPS sends with 202 assigning (default 1)")
     parser.add_argument("--verbose", action="store_true", help="log every request")
     args = parser.parse_args(argv)
     if args.hubs < 1:
@@ -36,7 +40,8 @@ def parse_args(argv: list[str] | None = None) -> Options:
                         format="%(asctime)s %(levelname)s %(message)s")
     return Options(state_dir=args.state_dir, hubs=args.hubs, host=args.host, port=args.port, tier=args.tier,
                    units=args.units, time_compression=args.time_compression, latency_ms=args.latency_ms,
-                   persist=args.persist, dps_throttle=not args.no_dps_throttle)
+                   persist=args.persist, dps_throttle=not args.no_dps_throttle,
+                   standard_ports=args.standard_ports, dps_retry_after=args.retry_after)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,12 +8,30 @@ hosts while letting scripts and tests call it with plain ``requests``. Non-loopb
 from __future__ import annotations
 
 import ipaddress
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from emulator.http import Request, Response, Router, ServiceError
+from emulator.knobs import Knobs
 
-if TYPE_CHECKING:
-    from emulator.server import Emulator
+
+class Emulator(Protocol):
+    """What the admin API drives (``emulator.server.Emulator``); a protocol, so admin does not import the
+    server that mounts it."""
+
+    config: dict[str, Any]
+    knobs: Knobs
+
+    def reset(self) -> None: ...
+
+    def dump(self) -> dict[str, Any]: ...
+
+    def seed(self, body: dict[str, Any]) -> dict[str, Any]: ...
+
+    def update_knobs(self, data: dict[str, Any]) -> None: ...
+
+    def save(self) -> str | None: ...
+
+    def registration_flow(self, data: dict[str, Any] | None = None) -> dict[str, Any]: ...
 
 KNOB_KEYS = {
     "latency": ("latencyMs", "jitterMs"),
@@ -70,6 +88,14 @@ def build_router(emulator: Emulator) -> Router:
 
     for name, keys in KNOB_KEYS.items():
         _knob_routes(router, emulator, name, keys)
+
+    @router.route("GET", "/registration")
+    def get_registration_flow(request: Request) -> Response:
+        return Response(200, emulator.registration_flow())
+
+    @router.route("PUT", "/registration")
+    def put_registration_flow(request: Request) -> Response:
+        return Response(200, emulator.registration_flow(_body(request)))
 
     @router.route("GET", "/counters")
     def counters(request: Request) -> Response:

@@ -1,14 +1,21 @@
-"""The emulator process: one HTTPS listener per service on 127.0.0.1 (DPS + admin on one port, each hub on
-its own port), start()/stop() for in-process use, and ``emulator.json`` written once everything listens.
+"""The emulator process: one HTTPS listener per service (DPS + admin on one, each hub on its own),
+start()/stop() for in-process use, and ``emulator.json`` written once everything listens.
 
-Ports: DPS uses ``port`` (0 = any free port); hubs take free ports. With ``persist`` the previous ports
-are reused when free, so ``assignedHub`` values recorded by DPS still point at the right hub.
+Default mode: everything on ``host`` (127.0.0.1); DPS uses ``port`` (0 = any free port), hubs take free
+ports; host names are ``127.0.0.1:PORT``. With ``persist`` the previous ports are reused when free, so
+``assignedHub`` values recorded by DPS still point at the right hub.
+
+Standard-ports mode (``standard_ports``): DPS and each hub listen on port 443 of their own loopback address
+``127.A.B.n`` (A.B random, re-drawn when any address is taken, so concurrent runs do not collide); host
+names are bare addresses, as real endpoints are named without a port. With ``persist`` the previous
+addresses are tried first.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import random
 import secrets
 import threading
 from dataclasses import dataclass
@@ -28,6 +35,8 @@ from emulator.wire import Dispatcher, TlsHttpServer
 CONFIG_FILE = "emulator.json"
 DPS_POLICY = "provisioningserviceowner"
 HUB_POLICY = "iothubowner"
+STANDARD_PORT = 443
+_ADDRESS_TRIES = 30
 
 
 @dataclass(frozen=True)
@@ -44,6 +53,8 @@ class Options:
     latency_ms: float = 0.0
     persist: bool = False
     dps_throttle: bool = True
+    standard_ports: bool = False
+    dps_retry_after: float = 1.0
 
     def knob_defaults(self) -> dict[str, Any]:
         return {"tier": self.tier, "units": self.units, "timeCompression": self.time_compression,
@@ -68,6 +79,7 @@ class Emulator:
         self.config: dict[str, Any] = {}
         self.hubs: list[HubState] = []
         self.dps_state = DpsState()
+        self.dps_service: DpsService | None = None
         self._servers: list[TlsHttpServer] = []
         self._threads: list[threading.Thread] = []
         self._saver: persist.AutoSaver | None = None
@@ -77,27 +89,36 @@ class Emulator:
     # ---- life cycle ---------------------------------------------------------------------------------
     def start(self) -> dict[str, Any]:
         opts = self.options
-        tls = ensure_tls(self.state_dir)
         previous = persist.load(self.state_dir) if opts.persist else None
         self._secrets = self._load_secrets(previous)
         self.hubs = [HubState(f"hub-{i + 1}") for i in range(opts.hubs)]
         if previous:
             self._restore(previous)
         dps_service = DpsService(self.dps_state, self.hubs, self._secrets["idScope"],
-                                 {DPS_POLICY: self._secrets["dpsKey"]})
-        dps_port = self._pick_port(opts.port, (previous or {}).get("dpsPort"))
-        dps_server = self._listen(dps_port, Dispatcher(dps_service, self.knobs, AdminService(self)), tls)
-        hub_servers = []
+                                 {DPS_POLICY: self._secrets["dpsKey"]}, retry_after=opts.dps_retry_after)
+        self.dps_service = dps_service
+        dispatchers = [Dispatcher(dps_service, self.knobs, AdminService(self), on_mutation=self._mutated)]
         for index, hub in enumerate(self.hubs):
-            old_hubs = (previous or {}).get("hubs") or []
-            port = self._pick_port(0, old_hubs[index].get("port") if index < len(old_hubs) else None)
             service = HubService(hub, {HUB_POLICY: self._secrets["hubKeys"][index]})
-            server = self._listen(port, Dispatcher(service, self.knobs, on_mutation=self._mutated), tls)
-            hub.host_name = f"{opts.host}:{server.server_address[1]}"
-            hub_servers.append(server)
-        dps_server.dispatcher.on_mutation = self._mutated
+            dispatchers.append(Dispatcher(service, self.knobs, on_mutation=self._mutated))
+        if opts.standard_ports:
+            self._bind_standard(dispatchers, (previous or {}).get("addresses"))
+            names = [str(server.server_address[0]) for server in self._servers]
+        else:
+            self._bind_ports(dispatchers, previous)
+            names = [f"{opts.host}:{server.server_address[1]}" for server in self._servers]
+        tls = ensure_tls(self.state_dir, [str(server.server_address[0]) for server in self._servers])
+        context = server_context(tls)
+        for server in self._servers:
+            server.context = context
+        for hub, name in zip(self.hubs, names[1:], strict=True):
+            hub.host_name = name
         self.knobs.update(opts.knob_defaults(), [h.name for h in self.hubs])
-        self.config = self._describe(tls, dps_server.server_address[1])
+        self.config = self._describe(tls, names[0])
+        from emulator.servicebus import ServiceBusStandIn  # Service Bus stand-in (emulator/README.md)
+        self.servicebus = ServiceBusStandIn(
+            tls, key_file=self.state_dir / "servicebus-key.json" if opts.persist else None)
+        self.config["serviceBus"] = self.servicebus.start()
         for server in self._servers:
             name = f"emulator-{server.server_address[1]}"
             thread = threading.Thread(target=server.serve_forever, args=(0.05,), name=name, daemon=True)
@@ -122,6 +143,8 @@ class Emulator:
             thread.join(timeout=5)
         self._servers.clear()
         self._threads.clear()
+        if getattr(self, "servicebus", None) is not None:
+            self.servicebus.stop()
         (self.state_dir / CONFIG_FILE).unlink(missing_ok=True)
 
     def __enter__(self) -> Emulator:
@@ -148,13 +171,45 @@ class Emulator:
             return requested
         return previous if previous and persist.port_free(self.options.host, previous) else 0
 
-    def _listen(self, port: int, dispatcher: Dispatcher, tls: TlsFiles) -> TlsHttpServer:
-        server = TlsHttpServer((self.options.host, port), dispatcher, server_context(tls))
-        self._servers.append(server)
-        return server
+    def _bind_ports(self, dispatchers: list[Dispatcher], previous: dict[str, Any] | None) -> None:
+        """Default mode: DPS on ``port`` (or its previous port), hubs on free (or previous) ports. Previous
+        ports of a standard-ports run (443 on other addresses) are not reused; a previous port that turns out
+        taken falls back to a free one."""
+        if previous and previous.get("addresses"):
+            previous = None
+        old_hubs = (previous or {}).get("hubs") or []
+        ports = [self._pick_port(self.options.port, (previous or {}).get("dpsPort"))]
+        ports += [self._pick_port(0, old_hubs[i].get("port") if i < len(old_hubs) else None)
+                  for i in range(len(dispatchers) - 1)]
+        for index, (port, dispatcher) in enumerate(zip(ports, dispatchers, strict=True)):
+            try:
+                server = TlsHttpServer((self.options.host, port), dispatcher, None)
+            except OSError:
+                if port == 0 or (index == 0 and self.options.port):
+                    raise
+                server = TlsHttpServer((self.options.host, 0), dispatcher, None)
+            self._servers.append(server)
 
-    def _describe(self, tls: TlsFiles, dps_port: int) -> dict[str, Any]:
-        host = f"{self.options.host}:{dps_port}"
+    def _bind_standard(self, dispatchers: list[Dispatcher], previous: list[str] | None) -> None:
+        """Standard-ports mode: port 443 on ``127.A.B.1`` (DPS), ``127.A.B.2`` … (hubs)."""
+        count = len(dispatchers)
+        candidates: list[list[str]] = [previous] if previous and len(previous) == count else []
+        rng = random.SystemRandom()
+        blocks = ((rng.randint(1, 254), rng.randint(0, 255)) for _ in range(_ADDRESS_TRIES))
+        candidates += [[f"127.{a}.{b}.{n + 1}" for n in range(count)] for a, b in blocks]
+        for addresses in candidates:
+            try:
+                for address, dispatcher in zip(addresses, dispatchers, strict=True):
+                    self._servers.append(TlsHttpServer((address, STANDARD_PORT), dispatcher, None))
+            except OSError:
+                for server in self._servers:
+                    server.server_close()
+                self._servers.clear()
+            else:
+                return
+        raise OSError(f"no free loopback address block for port {STANDARD_PORT} (root is needed to bind it)")
+
+    def _describe(self, tls: TlsFiles, host: str) -> dict[str, Any]:
         return {
             "caBundle": str(tls.ca_cert),
             "dps": {"hostName": host, "connectionString": _cs(host, DPS_POLICY, self._secrets["dpsKey"]),
@@ -183,10 +238,28 @@ class Emulator:
         for hub in self.hubs:
             hub.reset()
         self.knobs.reset([h.name for h in self.hubs], self.options.knob_defaults())
+        if getattr(self, "servicebus", None) is not None:
+            self.servicebus.reset()
+        if self.dps_service is not None:
+            self.registration_flow({"retryAfter": self.options.dps_retry_after, "assigningPolls": 0})
         self._mutated()
 
     def update_knobs(self, data: dict[str, Any]) -> None:
         self.knobs.update(data, [h.name for h in self.hubs])
+
+    def registration_flow(self, data: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Read or change the device registration flow: ``retryAfter`` (seconds sent with 202) and
+        ``assigningPolls`` (polls answered 202 ``assigning`` before the final state)."""
+        assert self.dps_service is not None  # noqa: S101 - started
+        device = self.dps_service.device
+        unknown = set(data or {}) - {"retryAfter", "assigningPolls"}
+        if unknown:
+            raise ServiceError(400, "BadRequest", f"Unknown settings: {sorted(unknown)}.")
+        if data and "retryAfter" in data:
+            device.retry_after = max(0.0, float(data["retryAfter"]))
+        if data and "assigningPolls" in data:
+            device.assigning_polls = max(0, int(data["assigningPolls"]))
+        return {"retryAfter": device.retry_after, "assigningPolls": device.assigning_polls}
 
     def dump(self) -> dict[str, Any]:
         return {"dps": self.dps_state.to_dict(), "hubs": [hub.to_dict() for hub in self.hubs],
@@ -221,8 +294,10 @@ class Emulator:
         if not self.options.persist:
             return None
         with self._save_lock:
-            snapshot = {**self._secrets, "dpsPort": int(self.config["dps"]["hostName"].rsplit(":", 1)[1]),
-                        "dps": self.dps_state.to_dict(),
-                        "hubs": [{"name": h.name, "port": int(h.host_name.rsplit(":", 1)[1]),
-                                  "state": h.to_dict()} for h in self.hubs]}
+            addresses = [server.server_address for server in self._servers]
+            snapshot = {**self._secrets, "dpsPort": addresses[0][1], "dps": self.dps_state.to_dict(),
+                        "hubs": [{"name": h.name, "port": address[1], "state": h.to_dict()}
+                                 for h, address in zip(self.hubs, addresses[1:], strict=False)]}
+            if self.options.standard_ports:
+                snapshot["addresses"] = [address[0] for address in addresses]
             return str(persist.save(self.state_dir, snapshot))

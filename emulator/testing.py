@@ -86,7 +86,8 @@ class EmulatorHandle:
 
 def start_emulator(state_dir: Path, **options: Any) -> EmulatorHandle:
     """Start an emulator for tests; throttling off unless ``tier``/``dps_throttle`` say otherwise."""
-    settings: dict[str, Any] = {"hubs": 2, "tier": "off", "dps_throttle": False, **options}
+    settings: dict[str, Any] = {"hubs": 2, "tier": "off", "dps_throttle": False, "dps_retry_after": 0,
+                                **options}
     emulator = Emulator(Options(state_dir=state_dir, **settings))
     return EmulatorHandle(emulator, emulator.start())
 

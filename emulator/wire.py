@@ -5,6 +5,10 @@ latency → handler → counters → JSON encoding. Every JSON body is sent with
 ``Content-Type: application/json; charset=utf-8``; 204 and ``None`` bodies have no body. HTTP/1.1
 keep-alive is supported because both SDKs reuse ``requests`` sessions.
 
+TLS: pyOpenSSL (``emulator.tls``); every connection is asked for a client certificate and any chain is
+accepted at the handshake; the chain (leaf first) reaches the services as ``Request.client_cert_chain``.
+The ``x-emulator-client-cert`` header is a fallback used only when the handshake carried no certificate.
+
 Latency: accepted sockets get ``TCP_NODELAY`` and each response leaves in one write (headers and body
 buffered, then flushed once). Without both, the body's small second segment waited for the client's
 delayed ACK (Nagle), which made every call ~50 ms instead of a few.
@@ -18,7 +22,6 @@ import contextlib
 import json
 import logging
 import socket
-import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -27,8 +30,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from OpenSSL import SSL
+
 from emulator.http import Request, Response, Service, ServiceError
 from emulator.knobs import Decision, Knobs
+from emulator.tls import TlsSocket
 
 log = logging.getLogger("emulator")
 CLIENT_CERT_HEADER = "x-emulator-client-cert"
@@ -179,8 +185,10 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         headers = dict(self.headers.items())
+        chain = (getattr(self.connection, "client_chain", ())
+                 or _pems_from_header(headers.get(CLIENT_CERT_HEADER)))
         request = Request(self.command, parts.path, dict(parse_qsl(parts.query, keep_blank_values=True)),
-                          headers, body, _pems_from_header(headers.get(CLIENT_CERT_HEADER)))
+                          headers, body, chain)
         answer = self.server.dispatcher.handle(request, self.client_address[0])
         if answer is None:
             self.close_connection = True
@@ -204,25 +212,30 @@ class TlsHttpServer(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
 
-    def __init__(self, address: tuple[str, int], dispatcher: Dispatcher, context: ssl.SSLContext) -> None:
+    def __init__(self, address: tuple[str, int], dispatcher: Dispatcher,
+                 context: SSL.Context | None) -> None:
         self.dispatcher = dispatcher
         self.context = context
         self._open: set[socket.socket] = set()
         self._open_lock = threading.Lock()
         super().__init__(address, _Handler)
 
-    def get_request(self) -> tuple[socket.socket, Any]:
+    def get_request(self) -> tuple[Any, Any]:
         sock, address = self.socket.accept()
+        sock.setblocking(True)
         with contextlib.suppress(OSError):  # not fatal: only latency depends on it
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return self.context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), address
+        if self.context is None:
+            sock.close()
+            raise OSError("TLS context not set yet")
+        return TlsSocket(self.context, sock), address
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         try:
             request.settimeout(10)
             request.do_handshake()
             request.settimeout(None)
-        except (OSError, ssl.SSLError):
+        except (OSError, SSL.Error):
             return
         super().finish_request(request, client_address)
 

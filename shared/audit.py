@@ -1,16 +1,15 @@
 """The audit's domain: check IDs, findings, suppressions, pure functions from facts to findings.
 
-Nothing here reads the clock, the environment or a service: ``unprovision.audit`` streams the facts (DPS,
-hubs, journal, poison queue) and passes them in, with the audit's ``now``. That keeps every check testable on
-plain data and the report reproducible.
+Nothing here reads the clock, the environment or a service: the ``unprovision.audit`` package streams the
+facts (DPS, hubs, journal, poison queues) and passes them in, with the audit's ``now``. That keeps every
+check testable on plain data and the report reproducible.
 
-The report (``AuditReport``, ``Remediation``, ``render_table``) lives in ``shared.audit_report`` and is
-re-exported here, so ``from shared.audit import AuditReport`` keeps working.
+The report built from these findings is ``shared.audit_report`` (it depends on this module, never the
+reverse); the fixed-size set the fleet join uses is ``shared.bloom``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -18,8 +17,9 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from shared.audit_report import AuditReport, Remediation, render_table
 from shared.certs import groups_above
+from shared.events import EventType
+from shared.lifecycle import EventStatus, effective_attempt
 from shared.model import (
     AttestationType,
     CertificateInfo,
@@ -29,16 +29,9 @@ from shared.model import (
     IndividualEnrollment,
     ProvisioningStatus,
 )
-from shared.plan import StepKind, StepOutcome
-from shared.ports import EventRecord, SuppressionRecord
-
-__all__ = [  # the checks, plus the report names re-exported from shared.audit_report
-    "CHECKS", "REMEDIABLE", "AuditReport", "BloomFilter", "CheckId", "CheckInfo", "Finding",
-    "FindingCollector", "GroupSnapshot", "Remediation", "Revocation", "Severity", "active_suppression",
-    "check_enrollment", "check_group", "check_hub_device", "check_orphans", "check_parent_group",
-    "check_poison", "check_signing_certs", "finding", "parse_time", "render_table", "revocation_of",
-    "synthetic_event_id",
-]
+from shared.plan import StepKind, StepOutcome, plan_from_dict
+from shared.ports import EventRecord, StepRecord, SuppressionRecord
+from shared.revocation_found import ONE_WAY, lifts_one_way
 
 
 class CheckId(StrEnum):
@@ -52,6 +45,8 @@ class CheckId(StrEnum):
     SIGNING_CERT_EXPIRING = "SIGNING_CERT_EXPIRING"
     SIGNING_CERT_EXPIRED = "SIGNING_CERT_EXPIRED"
     POISON_MESSAGES_PENDING = "POISON_MESSAGES_PENDING"
+    ONE_WAY_REVOCATION_UNDONE = "ONE_WAY_REVOCATION_UNDONE"
+    EVENT_STUCK = "EVENT_STUCK"
 
 
 class Severity(StrEnum):
@@ -87,12 +82,20 @@ CHECKS: Mapping[CheckId, CheckInfo] = {
     CheckId.SIGNING_CERT_EXPIRED: CheckInfo(Severity.HIGH, "replace the group's signing certificate"),
     CheckId.POISON_MESSAGES_PENDING: CheckInfo(
         Severity.HIGH, "inspect the poison messages, fix the cause and re-send the events"),
+    CheckId.ONE_WAY_REVOCATION_UNDONE: CheckInfo(
+        Severity.CRITICAL, "revoke the device again (audit --remediate); only a forced found lifts a theft"),
+    CheckId.EVENT_STUCK: CheckInfo(
+        Severity.HIGH, "re-send the event with the same eventId to resume it; check the poison queues"),
 }
 
 # The checks whose fix is "apply the journal's revocation again" through the orchestrator.
 REMEDIABLE: frozenset[CheckId] = frozenset(
-    {CheckId.REVOCATION_REVERSED, CheckId.BLOCKING_ENROLLMENT_MISSING, CheckId.HUB_IDENTITY_STILL_ACTIVE}
+    {CheckId.REVOCATION_REVERSED, CheckId.BLOCKING_ENROLLMENT_MISSING, CheckId.HUB_IDENTITY_STILL_ACTIVE,
+     CheckId.ONE_WAY_REVOCATION_UNDONE}
 )
+# Statuses of an event that is not finished yet: stuck when not updated for longer than a threshold.
+UNFINISHED = frozenset({EventStatus.RECEIVED.value, EventStatus.IN_PROGRESS.value})
+_NOT_APPLIED = frozenset({EventStatus.REFUSED.value, EventStatus.REJECTED.value})
 _APPLIED = frozenset({StepOutcome.DONE.value, StepOutcome.ALREADY_DONE.value})
 _HUB_DEVICE_STEPS = frozenset({StepKind.HUB_IDENTITY_DISABLED.value, StepKind.HUB_IDENTITY_DELETED.value})
 _GROUP_FANOUT_STEPS = frozenset({StepKind.GROUP_DEVICES_DISABLED.value, StepKind.GROUP_DEVICES_DELETED.value})
@@ -140,16 +143,86 @@ class Revocation:
 
 def revocation_of(record: EventRecord) -> Revocation | None:
     """The revocation a completed event made, or None for `found` and for events that changed nothing."""
-    if record.event_type == "found" or record.status != "completed":
+    if record.status != EventStatus.COMPLETED.value:
         return None
-    latest = {s.index: s for s in record.steps}  # several attempts per step: the last one counts
-    applied = [s for _, s in sorted(latest.items()) if s.outcome in _APPLIED]
+    return applied_revocation(record)
+
+
+def applied_revocation(record: EventRecord) -> Revocation | None:
+    """What an event (whatever its status) changed, or None for `found` and for events that changed nothing.
+
+    Several attempts per step: the one ``shared.lifecycle.effective_attempt`` picks stands for it.
+    """
+    if record.event_type == EventType.FOUND.value:
+        return None
+    attempts: dict[int, list[StepRecord]] = {}
+    for step in record.steps:
+        attempts.setdefault(step.index, []).append(step)
+    chosen = (effective_attempt(a) for _, a in sorted(attempts.items()))
+    applied = [s for s in chosen if s.outcome in _APPLIED]
     dps = frozenset(s.kind for s in applied if s.kind not in _HUB_DEVICE_STEPS | _GROUP_FANOUT_STEPS)
     hub = tuple((s.kind, s.hub, s.target) for s in applied if s.kind in _HUB_DEVICE_STEPS and s.hub)
     fanout = tuple(sorted({s.kind for s in applied if s.kind in _GROUP_FANOUT_STEPS}))
     if not (dps or hub or fanout):
         return None
     return Revocation(record.event_id, record.event_type, record.target, dps, hub, fanout)
+
+
+def one_way_in_force(history: Iterable[EventRecord]) -> Revocation | None:
+    """The theft that still binds a target (history newest first): the newest ``stolen``/``compromised``
+    that was not refused, unless a ``found`` that lifted it with force completed after it."""
+    for record in history:
+        if record.status in _NOT_APPLIED:
+            continue
+        if record.event_type == EventType.FOUND.value and _lifted(record):
+            return None
+        if record.event_type in ONE_WAY:
+            return applied_revocation(record)
+    return None
+
+
+def _lifted(found_record: EventRecord) -> bool:
+    if found_record.status != EventStatus.COMPLETED.value or not found_record.plan:
+        return False
+    return lifts_one_way(plan_from_dict(found_record.plan))
+
+
+def check_one_way(
+    rev: Revocation, enrollment: IndividualEnrollment | None, devices: Sequence[HubDevice]
+) -> list[Finding]:
+    """A stolen/compromised device that is enabled again in DPS or in its hub with no forced found since.
+
+    ``devices`` are the hub identities the theft disabled or deleted, as they are now (absent ones left out).
+    """
+    out: list[Finding] = []
+    why = f"{rev.event_type} by {rev.event_id} and no forced found lifted it"
+    blocked = StepKind.BLOCKING_ENROLLMENT_CREATED.value in rev.dps_steps
+    disabled = StepKind.ENROLLMENT_DISABLED.value in rev.dps_steps
+    enabled = enrollment is not None and enrollment.status == ProvisioningStatus.ENABLED
+    if (blocked and (enrollment is None or enabled)) or (disabled and enabled):
+        state = "blocking enrollment is gone" if enrollment is None else "enrollment is enabled"
+        out.append(finding(CheckId.ONE_WAY_REVOCATION_UNDONE, rev.target, f"{state}; {why}", event=rev))
+    out.extend(finding(CheckId.ONE_WAY_REVOCATION_UNDONE, f"{d.hub}/{d.device_id}",
+                       f"hub identity is enabled; {why}", event=rev)
+               for d in devices if d.status == HubDeviceStatus.ENABLED)
+    return out
+
+
+def check_stuck(record: EventRecord, now: datetime, threshold: timedelta) -> list[Finding]:
+    """An event still ``received``/``in_progress`` that nothing has updated for longer than ``threshold``."""
+    stamp = record.updated_at or record.created_at
+    if record.status not in UNFINISHED or not stamp:
+        return []
+    try:
+        idle = now - parse_time(stamp)
+    except ValueError:
+        return []
+    if idle <= threshold:
+        return []
+    minutes = int(idle.total_seconds() // 60)
+    return [finding(CheckId.EVENT_STUCK, record.event_id,
+                    f"{record.event_type} on {record.target} is {record.status}, "
+                    f"not updated for {minutes} min (since {stamp})")]
 
 
 def check_enrollment(rev: Revocation, enrollment: IndividualEnrollment | None) -> list[Finding]:
@@ -225,10 +298,10 @@ def check_parent_group(
 ) -> list[Finding]:
     """A deleted group whose devices an enabled group higher in the chain admits (HIGH); a disabled one (LOW).
 
-    DPS walks the chain leaf→root and the first group found decides (reference 1.1/1.2), so the group nearest
-    above the child decides once the child is gone (``shared.certs.groups_above``; linked by signature when
-    PEMs are known, else by subject/issuer name). A *disabled* group still refuses its devices even with an
-    enabled ancestor; the brief asks for it anyway, so it is reported as LOW: deleting it would let them in.
+    DPS walks the chain leaf→root and the first group found decides (docs/azure-behaviour.md §1.1, §1.2), so
+    the group nearest above the child decides once the child is gone (``shared.certs.groups_above``; linked by
+    signature when PEMs are known, else by subject/issuer name). A *disabled* group still refuses its devices
+    even with an enabled ancestor; it is reported anyway, as LOW: deleting it would let them in.
     """
     if not gone and child.status != ProvisioningStatus.DISABLED:
         return []
@@ -303,33 +376,6 @@ def synthetic_event_id(report_id: str, f: Finding) -> str:
     """A new event ID per (audit run, finding): re-running one audit is idempotent, a later run acts anew."""
     name = f"unprovision-audit:{report_id}:{f.check}:{f.resource.lower()}"
     return str(uuid.uuid5(uuid.NAMESPACE_URL, name))
-
-
-class BloomFilter:
-    """A fixed-size set sketch: "no" is certain, "maybe" is wrong with probability ``error_rate`` at capacity.
-
-    Used to join hub devices and DPS registrations with memory fixed by settings, not by fleet size.
-    """
-
-    def __init__(self, capacity: int, error_rate: float = 0.01) -> None:
-        import math
-
-        bits = max(64, int(-capacity * math.log(error_rate) / (math.log(2) ** 2)))
-        self._size = bits
-        self._hashes = max(1, round(bits / max(1, capacity) * math.log(2)))
-        self._bits = bytearray((bits + 7) // 8)
-
-    def _positions(self, key: str) -> Iterable[int]:
-        digest = hashlib.blake2b(key.encode(), digest_size=16).digest()
-        h1, h2 = int.from_bytes(digest[:8], "big"), int.from_bytes(digest[8:], "big") | 1
-        return ((h1 + i * h2) % self._size for i in range(self._hashes))
-
-    def add(self, key: str) -> None:
-        for p in self._positions(key):
-            self._bits[p >> 3] |= 1 << (p & 7)
-
-    def __contains__(self, key: str) -> bool:
-        return all(self._bits[p >> 3] & (1 << (p & 7)) for p in self._positions(key))
 
 
 @dataclass

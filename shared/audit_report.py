@@ -1,21 +1,16 @@
 """The audit report: what one run found, suppressed and re-applied; its JSON document and its table.
 
-Split from ``shared.audit`` (the checks), which re-exports ``AuditReport``, ``Remediation`` and
-``render_table`` so existing imports keep working. Because of that re-export, ``shared.audit`` imports this
-module, so this module reads ``shared.audit`` only inside the functions that need it (and for type checking):
-either module can then be imported first.
+Built on ``shared.audit`` (check IDs, findings, group snapshots); that module never imports this one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from shared.audit import CHECKS, CheckId, Finding, GroupSnapshot, Severity
 from shared.ports import SuppressionRecord
-
-if TYPE_CHECKING:
-    from shared.audit import Finding, GroupSnapshot
 
 
 @dataclass(frozen=True)
@@ -57,8 +52,6 @@ class AuditReport:
 
     def summary(self) -> dict[str, dict[str, int]]:
         """Counts per check and severity (untruncated), the shape logged after every run."""
-        from shared.audit import CHECKS, CheckId
-
         out: dict[str, dict[str, int]] = {}
         for check, n in sorted(self.counts.items()):
             sev = CHECKS[CheckId(check)].severity.value
@@ -84,8 +77,6 @@ class AuditReport:
 
     @classmethod
     def from_json(cls, doc: Mapping[str, Any]) -> AuditReport:
-        from shared.audit import Finding, GroupSnapshot
-
         def sup(d: Mapping[str, Any]) -> SuppressionRecord:
             return SuppressionRecord(**d)
 
@@ -113,8 +104,6 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], width: int = 6
 
 def render_table(report: AuditReport) -> str:
     """The human view: a summary line, findings by severity, suppressed findings, remediations, errors."""
-    from shared.audit import Severity
-
     severity_order = {s: i for i, s in enumerate(Severity)}
     total = sum(report.counts.values())
     head = (f"audit {report.report_id} at {report.started_at}: {total} finding(s), "

@@ -1,7 +1,7 @@
 """Certificate-chain analysis: which enrollment groups cover a device, and which groups sit above a group.
 
 DPS walks a device's chain from the leaf toward the root and the first enrollment entry found decides
-(reference §1.1, §1.2). Revocation needs two answers from that rule:
+(docs/azure-behaviour.md §1.1, §1.2). Revocation needs two answers from that rule:
 
 * would deleting an individual enrollment (or a group) let the device fall back to an enabled group?
 * which group is nearest the leaf (the one the device came through)?

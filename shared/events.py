@@ -1,9 +1,18 @@
 """The lifecycle-event contract: what an asset tracker or an operator sends to revoke (or restore) a device.
 
-JSON, camelCase. ``parse_event`` returns a frozen ``LifecycleEvent`` or raises ``Rejected`` listing EVERY
-problem (field + reason), never a stack trace. Unknown fields are rejected: a typo such as
-``registrationID`` must not silently become an event without a target. The JSON Schema in
-``schemas/lifecycle-event.schema.json`` is generated from the model:
+JSON, camelCase. ``parse_event_body`` (raw bytes or text, as any trigger receives them) returns a frozen
+``LifecycleEvent`` or raises ``Rejected`` listing EVERY problem (field + reason), never a stack trace.
+``parse_event`` validates an already decoded mapping (and hands raw bodies to ``parse_event_body``).
+
+A raw body is checked before anything recurses over it or stores it: at most ``MAX_BODY_UNITS`` UTF-16
+code units (how Table storage counts; below the journal's rejected-body limit, so every rejection is kept
+whole), strict UTF-8 (a replacement character would let distinct eventIds collide), JSON nesting at most
+``MAX_JSON_DEPTH`` (``json.loads`` recurses and a deep body would raise ``RecursionError``), no duplicate keys
+and no unpaired surrogates. The eventId must be a safe URL path segment: it is the last segment of the
+status URL, so ``.``/``..``, ``/ \\ ? # %`` and control characters are refused.
+
+Unknown fields are rejected: a typo such as ``registrationID`` must not silently become an event without a
+target. The JSON Schema in ``schemas/lifecycle-event.schema.json`` is generated from the model:
 ``python -m shared.events --schema > schemas/lifecycle-event.schema.json``.
 """
 
@@ -21,12 +30,14 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    JsonValue,
     ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 
+from shared import ids
 from shared.certs import CertificateError, ParsedCert, parse_pem_chain
 from shared.errors import FieldError, Rejected
 from shared.ids import (
@@ -50,8 +61,18 @@ class EventType(StrEnum):
     FOUND = "found"
 
 
+# UTF-16 code units. Far above any real event (every field but the certificate chain is at most 128
+# characters); at most the journal's BODY_LIMIT (240,000), so a rejected body is always kept whole.
+MAX_BODY_UNITS = 65_536
+MAX_JSON_DEPTH = 32  # an event is depth 1; anything deeper is not an event and must not reach json.loads
+
 REVOCATION_TYPES = frozenset(EventType) - {EventType.FOUND}
 GROUP_SCOPE_TYPES = frozenset({EventType.COMPROMISED, EventType.RETIRED})
+
+# What ids.event_id_problem checks, for the published schema (its own validator gives the friendly reason).
+_EVENT_ID_SCHEMA: dict[str, JsonValue] = {
+    "pattern": f"^{ids.EVENT_ID_PATTERN}$", "not": {"enum": [*sorted(ids.DOT_SEGMENTS)]},
+}
 
 # RFC 3339 date-time: a full date, "T" (or space, §5.6 note), time, and a mandatory offset.
 _RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
@@ -89,8 +110,8 @@ class LifecycleEvent(BaseModel):
         alias="eventId",
         min_length=1,
         max_length=128,
-        pattern=r"^[^\x00-\x1f\x7f]+$",
-        description="Idempotency key: the same eventId is applied at most once.",
+        description="Idempotency key: the same eventId is applied at most once. A safe URL path segment.",
+        json_schema_extra=_EVENT_ID_SCHEMA,
     )
     type: EventType = Field(description="What happened to the device (or group).")
     registration_id: str | None = Field(
@@ -142,6 +163,12 @@ class LifecycleEvent(BaseModel):
     def _rfc3339(cls, value: Any) -> Any:
         if not isinstance(value, str) or not _RFC3339.fullmatch(value):
             raise ValueError("must be an RFC 3339 date-time with an offset, e.g. 2025-01-31T12:00:00Z")
+        return value
+
+    @field_validator("event_id")
+    @classmethod
+    def _event_id(cls, value: str) -> str:
+        _check(ids.event_id_problem(value))
         return value
 
     @field_validator(*_ID_RULES)
@@ -227,21 +254,122 @@ def _reason(error: Mapping[str, Any], known: tuple[str, ...]) -> str:
     return message.removeprefix("Value error, ")
 
 
-def _decode(body: str | bytes | Mapping[str, Any]) -> dict[str, Any]:
-    if isinstance(body, Mapping):
-        return dict(body)
+# A JSON string, or an unterminated one up to the end: every match consumes, so scanning stays linear.
+_STRING = re.compile(r'"(?:[^"\\]++|\\.)*+"?', re.DOTALL)
+_BRACKET = re.compile(r"[\[\]{}]")
+
+
+def _reject(reason: str, field: str = "$") -> Rejected:
+    return Rejected([FieldError(field, reason)], "invalid lifecycle event")
+
+
+def utf16_units(text: str) -> int:
+    """Length as Table storage (and .NET) measures a string: UTF-16 code units, two per astral character."""
+    return len(text) + sum(1 for c in text if ord(c) > 0xFFFF)
+
+
+def _encodes_as_utf8(text: str) -> bool:
     try:
-        raw = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise Rejected([FieldError("$", f"not valid JSON ({type(exc).__name__})")]) from None
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _decoded_text(body: bytes | str) -> str:
+    """The body as text, refusing what cannot be stored or compared faithfully."""
+    if isinstance(body, str):
+        text = body
+        if not _encodes_as_utf8(text):
+            raise _reject("not valid Unicode text (unpaired surrogate)")
+    elif len(body) > 3 * MAX_BODY_UNITS:  # UTF-8 needs at most 3 bytes per UTF-16 unit
+        raise _reject(f"body larger than {MAX_BODY_UNITS} UTF-16 code units")
+    else:
+        try:
+            text = bytes(body).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise _reject(f"not valid UTF-8 (byte {exc.start})") from None
+    if utf16_units(text) > MAX_BODY_UNITS:
+        raise _reject(f"body larger than {MAX_BODY_UNITS} UTF-16 code units")
+    return text
+
+
+def json_depth_exceeds(text: str, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether brackets outside JSON strings nest deeper than ``limit``, found without recursion."""
+    depth = 0
+    for bracket in _BRACKET.findall(_STRING.sub("", text)):
+        depth += 1 if bracket in "[{" else -1
+        if depth > limit:
+            return True
+    return False
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """Two values for one key would let two readers of one body see two different events."""
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise _reject("duplicate key", key)
+        seen[key] = value
+    return seen
+
+
+def _unpaired_surrogates(value: Any, field: str) -> list[FieldError]:
+    """``\\ud800`` escapes decode to strings no store or UTF-8 encoder accepts."""
+    if isinstance(value, str):
+        bad = any(0xD800 <= ord(c) <= 0xDFFF for c in value)
+        return [FieldError(field, "contains an unpaired surrogate (not valid Unicode)")] if bad else []
+    if isinstance(value, dict):
+        pairs = value.items()
+        return [e for k, v in pairs for e in _unpaired_surrogates(k, field) + _unpaired_surrogates(v, k)]
+    if isinstance(value, list):
+        return [e for item in value for e in _unpaired_surrogates(item, field)]
+    return []
+
+
+def _decode(body: bytes | str) -> dict[str, Any]:
+    text = _decoded_text(body)
+    if json_depth_exceeds(text):
+        raise _reject(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        raw = json.loads(text, object_pairs_hook=_no_duplicate_keys)
+    except ValueError as exc:
+        raise _reject(f"not valid JSON ({type(exc).__name__})") from None
     if not isinstance(raw, dict):
-        raise Rejected([FieldError("$", "must be a JSON object")])
+        raise _reject("must be a JSON object")
+    errors = _unpaired_surrogates(raw, "$")
+    if errors:
+        raise Rejected(errors, "invalid lifecycle event")
     return raw
 
 
+def parse_event_body(body: bytes | str) -> LifecycleEvent:
+    """The one parse of a raw message or request body; raises ``Rejected`` (field + reason) for anything
+    that is not a valid event, before anything unbounded (size, nesting) touches the body."""
+    return _validate(_decode(body))
+
+
+def claimed_event_id(body: bytes | str) -> str | None:
+    """The eventId a (possibly rejected) body names, when it is a usable one: kept with the rejection so an
+    operator can find it. Never raises; shares the bounds of ``parse_event_body``."""
+    try:
+        raw = _decode(body)
+    except Rejected:
+        return None
+    value = raw.get("eventId")
+    if isinstance(value, str) and ids.event_id_problem(value) is None:
+        return value
+    return None
+
+
 def parse_event(body: str | bytes | Mapping[str, Any]) -> LifecycleEvent:
-    """Validate a message body (JSON text or a decoded mapping); raises ``Rejected`` with all problems."""
-    raw = _decode(body)
+    """Validate a decoded mapping (raw bodies go through ``parse_event_body``); raises ``Rejected``."""
+    if isinstance(body, str | bytes):
+        return parse_event_body(body)
+    return _validate(dict(body))
+
+
+def _validate(raw: dict[str, Any]) -> LifecycleEvent:
     try:
         return LifecycleEvent.model_validate(raw)
     except ValidationError as exc:

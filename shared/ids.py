@@ -10,6 +10,8 @@ docs for the end (a stricter rule could make a real device unrevocable) and requ
 character (both sources agree). X.509 registration IDs equal the certificate CN and so are at most 64 long;
 that limit is checked where a certificate is involved, not here.
 
+EventIds are free text chosen by the sender, but each is also a URL path segment (see ``event_id_problem``).
+
 IoT Hub device IDs are case-sensitive, 7-bit ASCII alphanumeric plus ``- . % _ * ? ! ( ) , : = @ $ '``.
 Deliberate deviation: IDs arriving in events must not contain ``'`` (the hub allows it, but it is the quote
 of the hub query language); such a device can still be revoked through its registration ID.
@@ -24,6 +26,10 @@ MAX_X509_REGISTRATION_ID_LENGTH = 64
 
 DPS_ID_PATTERN = r"[A-Za-z0-9](?:[A-Za-z0-9._:-]*[A-Za-z0-9-])?"
 EVENT_DEVICE_ID_PATTERN = r"[A-Za-z0-9.%_*?!(),:=@$-]+"
+# eventIds: any printable character except those that end, escape or re-encode a URL path segment.
+EVENT_ID_PATTERN = r"[^\x00-\x1f\x7f-\x9f/\\?#%]+"
+DOT_SEGMENTS = frozenset({".", ".."})
+_EVENT_ID = re.compile(EVENT_ID_PATTERN)
 _DPS_ID = re.compile(DPS_ID_PATTERN)
 _HUB_DEVICE_ID = re.compile(r"[A-Za-z0-9.%_*?!(),:=@$'-]+")
 _EVENT_DEVICE_ID = re.compile(EVENT_DEVICE_ID_PATTERN)
@@ -67,12 +73,18 @@ def hub_device_id_problem(value: str, *, allow_quote: bool = False) -> str | Non
     return None
 
 
-def is_registration_id(value: str) -> bool:
-    return registration_id_problem(value) is None
-
-
-def is_hub_device_id(value: str, *, allow_quote: bool = False) -> bool:
-    return hub_device_id_problem(value, allow_quote=allow_quote) is None
+def event_id_problem(value: str) -> str | None:
+    """Why ``value`` is not a usable eventId, or ``None``. It becomes the last segment of the status URL
+    (``/api/unprovision/{eventId}``), so it must survive as one: a dot segment is normalised away and
+    ``/ \\ ? # %`` end or re-encode a segment; control characters have no place in a key or a log line."""
+    problem = _length_problem(value)
+    if problem:
+        return problem
+    if value in DOT_SEGMENTS:
+        return "must not be . or .. (a URL path segment that clients normalise away)"
+    if not _EVENT_ID.fullmatch(value):
+        return "must not contain / \\ ? # % or control characters (it is a URL path segment)"
+    return None
 
 
 def normalise_registration_id(value: str) -> str:

@@ -112,3 +112,8 @@ class PastRevocation:
     event_id: str
     event_type: str
     step_kinds: tuple[str, ...]
+    # The event's journal status (``shared.lifecycle.EventStatus``): a revocation that failed part-way or is
+    # still running counts for the steps it applied.
+    status: str = "completed"
+    # A ``found`` that lifted a theft (its plan's steps carry ``shared.revocation_found.LIFTS_PARAM``).
+    forced: bool = False

@@ -363,3 +363,32 @@ class SuppressionStore(Protocol):
     def delete(self, check: str, resource: str) -> bool: ...
 
     def iter_all(self) -> Iterator[SuppressionRecord]: ...
+
+
+@dataclass(frozen=True)
+class AuditLeaseRecord:
+    """The audit that holds the one-at-a-time lease: its id, state (``queued``/``running``) and expiry."""
+
+    audit_id: str
+    state: str
+    remediate: bool
+    since: str  # RFC 3339: when it was requested (or started running)
+    expires_at: str  # RFC 3339: after this a crashed audit no longer blocks the next
+
+
+class AuditLease(Protocol):
+    """One audit at a time across Function instances: a single lease row (atomic compare-and-swap)."""
+
+    def claim(self, record: AuditLeaseRecord, now: str) -> AuditLeaseRecord:
+        """Take the lease for ``record`` when it is free, expired or already held by the same audit id (then
+        it is replaced: state and expiry move on). Returns the holder afterwards: ``record`` when claimed,
+        else the audit that still holds it."""
+        ...
+
+    def release(self, audit_id: str) -> None:
+        """Free the lease if ``audit_id`` still holds it."""
+        ...
+
+    def current(self) -> AuditLeaseRecord | None:
+        """The holder as stored (possibly expired), or None."""
+        ...

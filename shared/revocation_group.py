@@ -2,7 +2,7 @@
 
 Called by ``shared.revocation.plan_revocation``; pure like the rest of the planner (no I/O, no clock).
 
-Decisions not pinned by a documented source (reference §1):
+Decisions not pinned by a documented source (docs/planner.md):
 * The group is always disabled first; ``deleteGroup`` deletes it only when no enabled group higher in the
   certificate chain would let its devices re-enroll (otherwise it stays disabled, with a warning).
 * Enabled groups *below* it in the chain are reported, not changed: they still admit what they cover.
@@ -17,7 +17,7 @@ from shared.ids import same_dps_id
 from shared.model import InventorySnapshot, ProvisioningStatus
 from shared.plan import Plan, Step, StepKind
 from shared.policy import HubAction, Policy
-from shared.revocation import Draft, group_names, status_reason
+from shared.revocation_draft import Draft, group_names, status_reason
 
 _FANOUT_KIND = {
     HubAction.DISABLE: StepKind.GROUP_DEVICES_DISABLED,

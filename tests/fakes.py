@@ -13,6 +13,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any
 
 from shared.errors import Conflict, HubNotConfigured, NotFound, Permanent, Throttled, Transient
@@ -26,7 +27,7 @@ from shared.model import (
     RegistrationState,
 )
 from shared.plan import StepOutcome
-from shared.ports import BulkResult, Change
+from shared.ports import AuditLeaseRecord, BulkResult, Change
 
 BULK_LIMIT = 100
 
@@ -381,3 +382,29 @@ class RecordingWorkQueue:
             self.on_send(message)
         self.messages.append(dict(message))
 
+
+
+class InMemoryAuditLease:
+    """``AuditLease`` in memory: one holder, taken when free, expired or already the caller's."""
+
+    def __init__(self) -> None:
+        self.held: AuditLeaseRecord | None = None
+
+    def claim(self, record: AuditLeaseRecord, now: str) -> AuditLeaseRecord:
+        held = self.held
+        if held is not None and held.audit_id != record.audit_id and _later(held.expires_at, now):
+            return held
+        self.held = record
+        return record
+
+    def release(self, audit_id: str) -> None:
+        if self.held is not None and self.held.audit_id == audit_id:
+            self.held = None
+
+    def current(self) -> AuditLeaseRecord | None:
+        return self.held
+
+
+def _later(stamp: str, now: str) -> bool:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")) > datetime.fromisoformat(
+        now.replace("Z", "+00:00"))

@@ -1,14 +1,15 @@
-"""What an event came to, and the ONE table mapping errors to what entry points do about them.
+"""What an event came to, which of its steps are done, and the ONE table mapping errors to what entry points do.
 
 Entry points (queue, HTTP, work-queue triggers, CLI) call ``classify(exc)`` and act on the ``Disposition``:
-ack or raise for redelivery, and which HTTP status to answer. ``Outcome`` is the result the orchestrator
-returns, the journal can rebuild and the notifier publishes (``to_dict`` is JSON-ready).
+ack or raise for redelivery, and which HTTP status to answer. ``Outcome`` is the result the engine returns,
+the journal can rebuild and the notifier publishes (``to_dict`` is JSON-ready).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from shared.errors import (
@@ -23,34 +24,49 @@ from shared.errors import (
     Transient,
     UnprovisionError,
 )
-from shared.plan import Plan
-from shared.ports import EventRecord
-from shared.revocation import plan_from_dict, plan_to_dict
-
-__all__ = [
-    "Disposition", "Outcome", "StepResult", "classify", "http_status", "plan_from_dict", "plan_to_dict",
-]
-
-TERMINAL = frozenset({"completed", "failed", "refused", "rejected"})
+from shared.lifecycle import EventStatus, effective_attempt
+from shared.plan import Plan, StepOutcome, plan_from_dict, plan_to_dict
+from shared.ports import EventRecord, StepRecord
 
 
-@dataclass(frozen=True)
-class StepResult:
-    index: int
-    kind: str
-    target: str
-    outcome: str  # StepOutcome value
-    hub: str | None = None
-    before: str | None = None
-    after: str | None = None
-    error: str | None = None
+class Answer(StrEnum):
+    """Outcomes an entry point gives that are not journal statuses (``EventStatus`` covers the rest)."""
+
+    DRY_RUN = "dry_run"
+    CONFLICT = "conflict"  # the eventId is taken by an event with another body
+    FORBIDDEN = "forbidden"  # force without the authority to force
+
+
+OutcomeStatus = EventStatus | Answer
+
+_OK = frozenset({StepOutcome.DONE, StepOutcome.ALREADY_DONE})
+
+
+def plan_steps(record: EventRecord, plan: Plan | None) -> dict[int, StepRecord]:
+    """The standing attempt of each plan step (``shared.lifecycle.effective_attempt`` per index).
+
+    Rows beyond the plan are left out: journals written before batches had records of their own kept
+    scale-out bookkeeping in step rows at indices 100,000 and above."""
+    limit = len(plan.steps) if plan is not None else None
+    by_index: dict[int, list[StepRecord]] = {}
+    for step in record.steps:
+        if limit is None or step.index < limit:
+            by_index.setdefault(step.index, []).append(step)
+    return {i: effective_attempt(by_index[i]) for i in sorted(by_index)}
+
+
+def done_indices(record: EventRecord | None, plan: Plan | None) -> frozenset[int]:
+    """THE answer to "which steps are done": plan steps whose standing attempt is done or already done."""
+    if record is None:
+        return frozenset()
+    return frozenset(i for i, step in plan_steps(record, plan).items() if step.outcome in _OK)
 
 
 @dataclass(frozen=True)
 class Outcome:
     event_id: str
-    status: str  # completed | failed | refused | rejected | in_progress | dry_run
-    steps: tuple[StepResult, ...] = ()
+    status: OutcomeStatus
+    steps: tuple[StepRecord, ...] = ()
     warnings: tuple[str, ...] = ()
     plan: Plan | None = None
     error: str | None = None
@@ -58,7 +74,7 @@ class Outcome:
     def to_dict(self) -> dict[str, Any]:
         return {
             "eventId": self.event_id,
-            "status": self.status,
+            "status": str(self.status),
             "steps": [_drop_none({
                 "index": s.index, "kind": s.kind, "target": s.target, "outcome": s.outcome, "hub": s.hub,
                 "before": s.before, "after": s.after, "error": s.error,
@@ -70,23 +86,13 @@ class Outcome:
 
     @classmethod
     def from_record(cls, record: EventRecord) -> Outcome:
-        """The stored outcome of an event: the latest record of each step, in plan order."""
+        """The stored outcome of an event: the standing attempt of each step, in plan order."""
         plan = plan_from_dict(record.plan) if record.plan else None
         return cls(
-            event_id=record.event_id, status=record.status, steps=latest_steps(record, plan),
-            warnings=plan.warnings if plan else (), plan=plan, error=record.error,
+            event_id=record.event_id, status=EventStatus(record.status),
+            steps=tuple(plan_steps(record, plan).values()), warnings=plan.warnings if plan else (),
+            plan=plan, error=record.error,
         )
-
-
-def latest_steps(record: EventRecord, plan: Plan | None = None) -> tuple[StepResult, ...]:
-    """The latest record of each plan step (bookkeeping records beyond the plan, e.g. batches, left out)."""
-    limit = len(plan.steps) if plan is not None else None
-    latest: dict[int, StepResult] = {}
-    for s in record.steps:
-        if limit is None or s.index < limit:
-            latest[s.index] = StepResult(s.index, s.kind, s.target, s.outcome, s.hub, s.before, s.after,
-                                         s.error)
-    return tuple(latest[i] for i in sorted(latest))
 
 
 def _drop_none(d: dict[str, Any]) -> dict[str, Any]:
@@ -142,7 +148,9 @@ def classify(exc: BaseException) -> Disposition:
 
 # Outcome status -> HTTP status for the operator API; 202 while group work is still running.
 _HTTP_BY_STATUS: Mapping[str, int] = {
-    "completed": 200, "dry_run": 200, "in_progress": 202, "refused": 409, "rejected": 400, "failed": 422,
+    EventStatus.COMPLETED: 200, Answer.DRY_RUN: 200, EventStatus.IN_PROGRESS: 202,
+    EventStatus.RECEIVED: 202, EventStatus.REFUSED: 409, Answer.CONFLICT: 409, EventStatus.REJECTED: 400,
+    Answer.FORBIDDEN: 403, EventStatus.FAILED: 422,
 }
 
 

@@ -26,9 +26,9 @@ import logging
 import os
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from shared.adapters.audit_tables import TableAuditReportStore, TableSuppressionStore
+from shared.adapters.audit_tables import TableAuditLease, TableAuditReportStore, TableSuppressionStore
 from shared.adapters.dps import DpsProvisioningService
 from shared.adapters.hub_jobs import (
     BlobContainer,
@@ -53,6 +53,7 @@ from shared.adapters.settings import (
 )
 from shared.policy import Policy, load_policy
 from shared.ports import (
+    AuditLease,
     AuditReportStore,
     DeviceRegistries,
     Journal,
@@ -63,8 +64,13 @@ from shared.ports import (
     SuppressionStore,
     WorkQueue,
 )
-from unprovision.groupjobs import ImportJobs
-from unprovision.inventory import GroupCache
+from unprovision.audit.requests import AuditService
+from unprovision.audit.run import AuditPorts
+from unprovision.audit.settings import AuditSettings
+from unprovision.engine.core import Engine
+from unprovision.engine.inventory import GroupCache
+from unprovision.group.inprocess import GroupWork
+from unprovision.group.jobs import ImportJobs
 from unprovision.throttle import HubBudget, InMemoryRateLimiter
 
 log = logging.getLogger(__name__)
@@ -75,9 +81,9 @@ IMPORT_CONTAINER_PREFIX = "unprovision-import-"
 class Services:
     """Everything an entry point needs; ``notifier`` and ``work_queue`` are None when not configured.
 
-    ``work_queue`` set means group work scales out through the work queue (the function app); the CLI
-    replaces it with None to purge in process with a progress bar. ``import_jobs`` (None: not available)
-    gives in-process group work one import-job runner per hub (``GroupWork.import_jobs``).
+    ``engine`` is THE way an event is applied (every trigger, remediation and the CLI go through
+    ``engine.apply``). ``work_queue`` set means group work scales out through the work queue (the function
+    app); ``in_process`` gives the CLI's variant, which purges in process with a progress bar.
     """
 
     dps: ProvisioningService
@@ -85,14 +91,21 @@ class Services:
     journal: Journal
     notifier: Notifier | None
     work_queue: WorkQueue | None
-    poison: PoisonQueue | None
+    poison_queues: tuple[PoisonQueue, ...]
     reports: AuditReportStore
     suppressions: SuppressionStore
     rate_limiter: RateLimiter
     policy: Policy
     settings: Settings
+    engine: Engine
+    audit_lease: AuditLease | None = None
+    audit_queue: WorkQueue | None = None
     group_cache: GroupCache = field(default_factory=GroupCache)
     import_jobs: ImportJobs | None = None
+
+    def in_process(self) -> Services:
+        """The same services with group work purged here instead of through the work queue."""
+        return replace(self, work_queue=None, engine=replace(self.engine, work_queue=None))
 
 
 def storage_connection_string(settings: Settings, environ: Mapping[str, str] | None = None) -> str | None:
@@ -192,16 +205,47 @@ def build_services(settings: Settings, *, table_prefix: str | None = None,
     reports, suppressions = _audit_stores(settings.journal, prefix)
     storage = storage_connection_string(settings, env)
     work_queue = StorageQueueSender(storage, settings.work_queue) if storage else None
-    poison = (StoragePoisonQueue.from_connection_string(storage, poison_queue_name(settings.lifecycle_queue))
-              if storage else None)
+    poison = tuple(StoragePoisonQueue.from_connection_string(storage, poison_queue_name(queue))
+                   for queue in (settings.lifecycle_queue, settings.work_queue)) if storage else ()
+    limiter = rate_limiter(settings, prefix)
+    notifier = _notifier(settings, outcome_sender)
+    policy = load_policy(settings.policy_override)
+    jobs = import_jobs(settings, storage, prefix)
+    cache = GroupCache()
+    engine = Engine(
+        dps=dps, registries=registries, journal=journal, policy=policy, notifier=notifier,
+        work_queue=work_queue, group_cache=cache, force_sources=settings.force_sources,
+        group_work=GroupWork(limiter=limiter, import_job_threshold=settings.group_import_job_threshold,
+                             import_jobs=jobs),
+    )
     services = Services(
-        dps=dps, registries=registries, journal=journal, notifier=_notifier(settings, outcome_sender),
-        work_queue=work_queue, poison=poison, reports=reports, suppressions=suppressions,
-        rate_limiter=rate_limiter(settings, prefix), policy=load_policy(settings.policy_override),
-        settings=settings, import_jobs=import_jobs(settings, storage, prefix),
+        dps=dps, registries=registries, journal=journal, notifier=notifier, work_queue=work_queue,
+        poison_queues=poison, reports=reports, suppressions=suppressions, rate_limiter=limiter, policy=policy,
+        settings=settings, engine=engine, audit_lease=_audit_lease(settings.journal, prefix),
+        audit_queue=StorageQueueSender(storage, settings.audit_queue) if storage else None,
+        group_cache=cache, import_jobs=jobs,
     )
     log.info("services built: %r", settings)  # Settings.__repr__ hides every secret
     return services
+
+
+def _audit_lease(connection: Connection, prefix: str) -> AuditLease:
+    if connection.connection_string is not None:
+        return TableAuditLease.from_connection_string(connection.connection_string, prefix=prefix)
+    return TableAuditLease(identity_table_service(connection), prefix=prefix)
+
+
+def build_audit(services: Services) -> AuditService:
+    """The audit on the app's ports: remediation through ``services.engine.apply`` (the configured policy,
+    the shared registry budget), hub reads paid from that same budget, every poison queue the app owns."""
+    if services.audit_lease is None or services.audit_queue is None:
+        raise SettingsError(HOST_STORAGE, "the audit needs storage for its lease and its request queue")
+    ports = AuditPorts(
+        dps=services.dps, registries=services.registries, journal=services.journal, reports=services.reports,
+        suppressions=services.suppressions, poison_queues=services.poison_queues,
+        hub_limiter=services.rate_limiter, apply=services.engine.apply,
+        settings=AuditSettings.from_settings(services.settings))
+    return AuditService(ports, services.audit_lease, services.audit_queue)
 
 
 _lock = threading.Lock()

@@ -27,12 +27,12 @@ class DpsService:
     name = "dps"
 
     def __init__(self, state: DpsState, hubs: Sequence[HubLike], id_scope: str,
-                 policy_keys: Mapping[str, str]) -> None:
+                 policy_keys: Mapping[str, str], *, retry_after: float = 1.0) -> None:
         self.state = state
         self.hubs = hubs
         self.id_scope = id_scope
         self.policy_keys = dict(policy_keys)
-        self.device = DeviceEndpoint(state, hubs, id_scope)
+        self.device = DeviceEndpoint(state, hubs, id_scope, retry_after=retry_after)
         self.router = build_router(state, self.device)
 
     def authorize(self, request: Request) -> None:

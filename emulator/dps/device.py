@@ -1,11 +1,14 @@
-"""Device-facing DPS endpoint: ``PUT /{idScope}/registrations/{registrationId}/register`` and operation
-polling.
+"""Device-facing DPS endpoint: ``PUT /{idScope}/registrations/{registrationId}/register``, operation
+polling and the device's registration-status lookup.
 
-Simplification (documented): DPS answers 202 ``assigning`` and the device polls; the emulator decides at
-once and answers 200 with the final operation status (``assigned``, or ``disabled`` for a device that
-authenticated against a disabled entry); the same body is served by ``GET …/operations/{operationId}``.
-Polling is not re-authenticated (the operation ID is an unguessable UUID). A refused registration leaves
-existing registration records untouched.
+Flow as DPS runs it: a device that authenticates gets **202** ``{"operationId", "status": "assigning"}``
+with ``Retry-After`` (seconds); ``GET …/operations/{operationId}`` then answers 200 with the final state:
+``assigned`` (with ``registrationState``) or ``disabled`` (the deciding enrollment or group is disabled;
+the status Microsoft documents for a device blocked by a disabled enrollment, and one of the
+``RegistrationOperationStatus`` values of the device API). ``assigningPolls`` (knob, default 0) makes the
+first N polls answer 202 ``assigning`` again. A device that does not authenticate gets 401 at once. The
+emulator decides when the PUT arrives; polling is not re-authenticated (the operation ID is an
+unguessable UUID). A refused registration leaves existing registration records untouched.
 
 Hub choice: static allocation → the enrollment's ``iotHubHostName`` (or first of ``iotHubs``); otherwise a
 stable SHA-256 hash of the lower-cased registration ID over the enrollment's ``iotHubs`` (all linked hubs
@@ -37,10 +40,24 @@ class HubLike(Protocol):
 class DeviceEndpoint:
     """Device registration for one DPS instance and its linked hubs."""
 
-    def __init__(self, state: DpsState, hubs: Sequence[HubLike], id_scope: str) -> None:
+    def __init__(self, state: DpsState, hubs: Sequence[HubLike], id_scope: str, *,
+                 retry_after: float = 1.0, assigning_polls: int = 0) -> None:
         self.state = state
         self.hubs = hubs
         self.id_scope = id_scope
+        self.retry_after = retry_after
+        self.assigning_polls = assigning_polls
+
+    def _retry_after(self) -> dict[str, str]:
+        value = self.retry_after
+        return {"Retry-After": str(int(value)) if float(value).is_integer() else str(value)}
+
+    def _authenticate(self, request: Request, registration_id: str) -> matching.Decision:
+        try:
+            creds = matching.read_credentials(request.headers, request.client_cert_chain)
+            return matching.decide(self.state, self.id_scope, registration_id, creds)
+        except matching.UnauthenticatedError as exc:
+            raise matching.unauthorized(exc) from exc
 
     def _check_scope(self, request: Request, id_scope: str) -> None:
         if id_scope.lower() != self.id_scope.lower():
@@ -56,27 +73,38 @@ class DeviceEndpoint:
         if not isinstance(body, dict) or str(body.get("registrationId", registration_id)).lower() != \
                 registration_id.lower():
             raise errors.bad_request("registrationId in the body does not match the URL.")
-        try:
-            creds = matching.read_credentials(request.headers, request.client_cert_chain)
-            decision = matching.decide(self.state, self.id_scope, registration_id, creds)
-        except matching.UnauthenticatedError as exc:
-            raise matching.unauthorized(exc) from exc
+        decision = self._authenticate(request, registration_id)
         operation_id = f"4.{uuid.uuid4().hex[:16]}.{uuid.uuid4()}"
         if decision.enabled:
             result = self._assign(registration_id, decision)
         else:
             result = {"registrationId": registration_id, "status": "disabled",
                       "errorMessage": "The enrollment is disabled."}
-        response = {"operationId": operation_id, "status": result["status"], "registrationState": result}
-        self.state.save_operation(operation_id, {**response, "_registrationId": registration_id.lower()})
-        return Response(200, response)
+        final = {"operationId": operation_id, "status": result["status"], "registrationState": result}
+        self.state.save_operation(operation_id, {**final, "_registrationId": registration_id.lower(),
+                                                 "_pending": self.assigning_polls})
+        return Response(202, {"operationId": operation_id, "status": "assigning"}, self._retry_after())
 
     def operation(self, request: Request, id_scope: str, registration_id: str, operation_id: str) -> Response:
         self._check_scope(request, id_scope)
         body = self.state.get_operation(operation_id)
         if body["_registrationId"] != registration_id.lower():
             raise errors.not_found(errors.OPERATION_NOT_FOUND, "Operation not found.")
+        if body.get("_pending", 0) > 0:
+            body["_pending"] -= 1
+            return Response(202, {"operationId": operation_id, "status": "assigning"}, self._retry_after())
         return Response(200, {k: v for k, v in body.items() if not k.startswith("_")})
+
+    def status_lookup(self, request: Request, id_scope: str, registration_id: str) -> Response:
+        """``POST /{idScope}/registrations/{registrationId}``: the device reads its own registration state
+        (same credentials as for registering); 404 when it never registered."""
+        self._check_scope(request, id_scope)
+        models.validate_id(registration_id, "registrationId")
+        self._authenticate(request, registration_id)
+        record = self.state.registration_raw(registration_id)
+        if record is None:
+            raise errors.not_found(errors.REGISTRATION_NOT_FOUND, "Registration not found.")
+        return Response(200, dict(record))
 
     def _assign(self, registration_id: str, decision: matching.Decision) -> dict[str, Any]:
         hub = self._choose_hub(registration_id, decision.doc)

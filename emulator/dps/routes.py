@@ -117,6 +117,7 @@ def build_router(state: DpsState, device: DeviceEndpoint) -> Router:
         lambda r, group_id: _query(state, REGISTRATIONS, r, group_id))
     add("PUT", "/{id_scope}/registrations/{registration_id}/register")(device.register)
     add("GET", "/{id_scope}/registrations/{registration_id}/operations/{operation_id}")(device.operation)
+    add("POST", "/{id_scope}/registrations/{registration_id}")(device.status_lookup)
     return router
 
 

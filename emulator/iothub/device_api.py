@@ -12,9 +12,10 @@ Credentials, by the identity's authentication type:
   next one and currently valid. Deviation: IoT Hub's verified-CA store is not modelled, so any well-formed
   chain is accepted — the revocation behaviour (status / existence) is what the emulator is for.
 
-Certificates come from the emulator-only header ``x-emulator-client-cert`` (base64 of the PEM chain, leaf
-first); mutual TLS is not offered, because Python's ``ssl`` cannot accept arbitrary self-signed client
-certificates without a trust store.
+Certificates come from the TLS handshake (mutual TLS: every listener requests a client certificate and
+accepts any chain; see ``emulator.tls``), leaf first with the intermediates the device sent. The
+emulator-only header ``x-emulator-client-cert`` (base64 of the PEM chain, leaf first) is a fallback, read
+only when the handshake carried no certificate.
 """
 
 from __future__ import annotations

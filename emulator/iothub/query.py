@@ -161,11 +161,6 @@ def _lookup(twin: dict[str, Any], path: str) -> Any:
     return node
 
 
-def parse_query(text: Any) -> Predicate:
-    """Compile a query string into a predicate over Twin dicts; 400 for anything outside the subset."""
-    return compile_query(text).predicate
-
-
 def compile_query(text: Any) -> Query:
     """Compile a query string: predicate plus the ID set of its ``deviceId`` conditions (intersected)."""
     if not isinstance(text, str) or not text.strip():

@@ -8,6 +8,9 @@ Tables (``<prefix>`` as for the journal):
   (``storedFindingsTruncated: true``); the counts and summary are always complete.
 * ``<prefix>auditsuppressions`` — PartitionKey = check ID, RowKey = encoded lower-cased resource; ``put``
   replaces (upsert), so re-suppressing extends or shortens the expiry.
+* ``<prefix>auditlease`` — one entity (PartitionKey ``lease``, RowKey ``audit``): the audit that runs or
+  waits, so one runs at a time. Taken by insert (409: someone else was first) or by an ETag-conditional
+  replace (412: someone else changed it since the read), then re-read: a compare-and-swap across instances.
 """
 
 from __future__ import annotations
@@ -18,13 +21,14 @@ from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError
 from azure.data.tables import TableServiceClient, UpdateMode
 
 from shared.adapters.journal_format import encode_key, newest_first_key
-from shared.adapters.storage_errors import stream_pages, with_retry
-from shared.errors import NotFound
-from shared.ports import SuppressionRecord
+from shared.adapters.storage_errors import guarded, stream_pages, with_retry
+from shared.errors import Conflict, NotFound, PreconditionFailed
+from shared.ports import AuditLeaseRecord, SuppressionRecord
 
 CHUNK = 30_000
 DOC_LIMIT = 14 * CHUNK  # ~840 KB of UTF-16, below the 1 MiB entity limit with room for the other properties
@@ -155,3 +159,85 @@ class TableSuppressionStore:
         for row in stream_pages(pages, "list suppressions"):
             yield SuppressionRecord(row["Check"], row["Resource"], row["Until"], row["Reason"],
                                     row.get("CreatedAt") or None)
+
+
+LEASE_KEYS = ("lease", "audit")
+LEASE_ATTEMPTS = 5
+
+
+class TableAuditLease:
+    """``AuditLease`` on one entity of ``<prefix>auditlease``."""
+
+    def __init__(self, service: TableServiceClient, *, prefix: str = "") -> None:
+        self._service = service
+        self._name = f"{prefix}auditlease"
+        self._table = service.get_table_client(self._name)
+
+    @classmethod
+    def from_connection_string(cls, connection_string: str, *, prefix: str = "") -> TableAuditLease:
+        lease = cls(_service(connection_string), prefix=prefix)
+        _ensure(lease._service, lease._name)
+        return lease
+
+    def _read(self) -> Mapping[str, Any] | None:
+        try:
+            row: Mapping[str, Any] = with_retry(lambda: self._table.get_entity(*LEASE_KEYS),
+                                                "read audit lease")
+        except NotFound:
+            return None
+        return row
+
+    def current(self) -> AuditLeaseRecord | None:
+        row = self._read()
+        return _lease_of(row) if row else None
+
+    def claim(self, record: AuditLeaseRecord, now: str) -> AuditLeaseRecord:
+        for _ in range(LEASE_ATTEMPTS):
+            row = self._read()
+            held = _lease_of(row) if row else None
+            if held is not None and held.audit_id != record.audit_id and _after(held.expires_at, now):
+                return held
+            try:
+                self._write(record, row)
+            except (Conflict, PreconditionFailed):
+                continue  # another instance wrote between our read and write: decide again
+            return record
+        raise PreconditionFailed("audit lease: too many concurrent writers")
+
+    def _write(self, record: AuditLeaseRecord, row: Mapping[str, Any] | None) -> None:
+        entity = {"PartitionKey": LEASE_KEYS[0], "RowKey": LEASE_KEYS[1], "AuditId": record.audit_id,
+                  "State": record.state, "Remediate": record.remediate, "Since": record.since,
+                  "ExpiresAt": record.expires_at}
+        if row is None:
+            guarded(lambda: self._table.create_entity(entity), "take audit lease")
+            return
+        etag = row.metadata["etag"] if hasattr(row, "metadata") else None
+        guarded(lambda: self._table.update_entity(entity, mode=UpdateMode.REPLACE, etag=etag,
+                                                  match_condition=MatchConditions.IfNotModified),
+                "take audit lease")
+
+    def release(self, audit_id: str) -> None:
+        row = self._read()
+        if row is None or row.get("AuditId") != audit_id:
+            return
+        etag = row.metadata["etag"] if hasattr(row, "metadata") else None
+        try:
+            guarded(lambda: self._table.delete_entity(*LEASE_KEYS, etag=etag,
+                                                      match_condition=MatchConditions.IfNotModified),
+                    "release audit lease")
+        except (NotFound, PreconditionFailed):
+            return  # gone or taken over since the read: not ours to delete any more
+
+
+def _lease_of(row: Mapping[str, Any]) -> AuditLeaseRecord:
+    return AuditLeaseRecord(str(row["AuditId"]), str(row["State"]), bool(row.get("Remediate")),
+                            str(row.get("Since", "")), str(row.get("ExpiresAt", "")))
+
+
+def _after(stamp: str, now: str) -> bool:
+    """Whether RFC 3339 ``stamp`` lies after ``now`` (an unreadable stamp counts as expired)."""
+    try:
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00")) > datetime.fromisoformat(
+            now.replace("Z", "+00:00"))
+    except ValueError:
+        return False

@@ -1,8 +1,8 @@
 """Bulk identity changes on one IoT hub: ≤100 devices a call through ``POST /devices`` (import modes).
 
 ``HubDeviceRegistry.bulk_disable`` / ``bulk_delete`` (iothub.py) are the entry points; this module holds
-their round trips so that the single-device code stays short. Everything goes through the registry's
-``call`` (errors translated, transient ones retried) and its SDK manager.
+their round trips so that the single-device code stays short. Everything goes through the hub's
+``HubClient`` (errors translated, transient ones retried), the same client the registry uses.
 
 Not pinned by a source (reference §11.7): whether the service commits the successful items of a bulk
 call that answers 400; this adapter assumes it does and reports only the listed devices as failed.
@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from azure.iot.hub.models import AuthenticationMechanism, ExportImportDevice
 
+from shared.adapters.hub_client import HubClient
 from shared.errors import Permanent
 from shared.model import HubDeviceStatus
 from shared.ports import BulkResult
-
-if TYPE_CHECKING:
-    from shared.adapters.iothub import HubDeviceRegistry
 
 BULK_LIMIT = 100  # devices per bulk registry call (reference §4.4)
 # Device IDs safe to quote inside a registry query: the documented character set minus the quote (§2).
@@ -38,7 +36,7 @@ def checked_ids(device_ids: Sequence[str]) -> list[str]:
 
 
 def bulk_disable(
-    registry: HubDeviceRegistry, device_ids: Sequence[str], reason: str | None, *, rounds: int
+    client: HubClient, device_ids: Sequence[str], reason: str | None, *, rounds: int
 ) -> BulkResult:
     """Disable the devices (see ``HubDeviceRegistry.bulk_disable`` for the round trips); devices whose
     etag moved are retried, alone, for at most ``rounds`` rounds in all."""
@@ -49,7 +47,7 @@ def bulk_disable(
     for _ in range(rounds):
         if not pending:
             break
-        current = current_models(registry, pending)
+        current = current_models(client, pending)
         items = []
         for device_id in pending:
             model = current.get(device_id)
@@ -58,8 +56,8 @@ def bulk_disable(
             elif model.status == HubDeviceStatus.DISABLED.value:
                 unchanged.append(device_id)
             else:
-                items.append(disable_item(registry, device_id, model, reason))
-        errors = post(registry, items, "hub bulk disable") if items else {}
+                items.append(disable_item(client, device_id, model, reason))
+        errors = post(client, items, "hub bulk disable") if items else {}
         pending = [d for d, code in errors.items() if code == _RETRY_CODE]
         failed.update({d: code for d, code in errors.items() if code != _RETRY_CODE})
         changed.extend(item.id for item in items if item.id not in errors)
@@ -67,13 +65,13 @@ def bulk_disable(
     return BulkResult(changed=tuple(changed), unchanged=tuple(unchanged), failed=failed)
 
 
-def bulk_delete(registry: HubDeviceRegistry, device_ids: Sequence[str]) -> BulkResult:
+def bulk_delete(client: HubClient, device_ids: Sequence[str]) -> BulkResult:
     """Delete the devices in one POST (``importMode: delete``); DeviceNotFound → unchanged."""
     ids = checked_ids(device_ids)
     if not ids:
         return BulkResult()
     items = [ExportImportDevice(id=d, import_mode="delete") for d in ids]
-    errors = post(registry, items, "hub bulk delete")
+    errors = post(client, items, "hub bulk delete")
     return BulkResult(
         changed=tuple(d for d in ids if d not in errors),
         unchanged=tuple(d for d in ids if errors.get(d) == "DeviceNotFound"),
@@ -81,7 +79,7 @@ def bulk_delete(registry: HubDeviceRegistry, device_ids: Sequence[str]) -> BulkR
     )
 
 
-def current_models(registry: HubDeviceRegistry, device_ids: Sequence[str]) -> dict[str, Any]:
+def current_models(client: HubClient, device_ids: Sequence[str]) -> dict[str, Any]:
     """Current twin (or, for IDs unsafe to quote in a query, device) of each ID that exists."""
     queryable = [d for d in device_ids if _QUERYABLE_ID.match(d)]
     found: dict[str, Any] = {}
@@ -89,16 +87,16 @@ def current_models(registry: HubDeviceRegistry, device_ids: Sequence[str]) -> di
         listed = ", ".join(f"'{d}'" for d in queryable)
         # IDs were matched against _QUERYABLE_ID above: no quote can reach the query text.
         sql = f"SELECT * FROM devices WHERE deviceId IN [{listed}]"  # noqa: S608
-        found.update({t.device_id: t for t in registry.query(sql, BULK_LIMIT) if t.device_id in device_ids})
+        found.update({t.device_id: t for t in client.query(sql, BULK_LIMIT) if t.device_id in device_ids})
     for device_id in device_ids:
         if device_id not in queryable:
-            raw = registry.get_raw(device_id)
+            raw = client.get_raw(device_id)
             if raw is not None:
                 found[device_id] = raw
     return found
 
 
-def disable_item(registry: HubDeviceRegistry, device_id: str, model: Any, reason: str | None) -> Any:
+def disable_item(client: HubClient, device_id: str, model: Any, reason: str | None) -> Any:
     """An ``updateIfMatchETag`` import item that keeps the identity's authentication and scopes."""
     auth_type = getattr(model, "authentication_type", None)
     from_twin = not hasattr(model, "authentication")
@@ -107,7 +105,7 @@ def disable_item(registry: HubDeviceRegistry, device_id: str, model: Any, reason
         etag = model.device_etag
     else:  # symmetric keys (or unknown): only the identity itself carries them
         if not hasattr(model, "authentication"):
-            model = registry.get_raw(device_id) or model
+            model = client.get_raw(device_id) or model
         auth = getattr(model, "authentication", None)
         etag = getattr(model, "etag", None) if hasattr(model, "authentication") else model.device_etag
     return ExportImportDevice(
@@ -118,16 +116,16 @@ def disable_item(registry: HubDeviceRegistry, device_id: str, model: Any, reason
     )
 
 
-def post(registry: HubDeviceRegistry, items: list[Any], what: str) -> dict[str, str]:
+def post(client: HubClient, items: list[Any], what: str) -> dict[str, str]:
     """One bulk POST (retried when transient); the per-device error codes it reports."""
-    result = registry.call(what, lambda: registry.manager.bulk_create_or_update_devices(items))
+    result = client.call(what, lambda: client.manager.bulk_create_or_update_devices(items))
     if result is None or result.is_successful:
         return {}
     errors = {e.device_id: str(e.error_code) for e in (result.errors or []) if e.device_id}
     if not errors:
         # The SDK turns a 400 into a result; with no per-device errors the whole call was refused.
         raise Permanent(
-            f"{what} ({registry.hub}): rejected without per-device errors",
+            f"{what} ({client.hub}): rejected without per-device errors",
             code="BulkRegistryOperationFailure",
         )
     return errors

@@ -10,35 +10,32 @@ in between costs a 412 and a re-read, never a lost update.
 
 Bulk changes (≤100 devices a call, the service limit) use ``POST /devices``
 (``bulk_create_or_update_devices``), implemented in ``hub_bulk``; ``HubDeviceRegistry.bulk_disable``
-documents the round trips.
+documents the round trips. Both go through the hub's ``HubClient`` (errors translated, retries).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any
 
 from azure.iot.hub import IoTHubRegistryManager
-from azure.iot.hub.models import QuerySpecification
 
 from shared.adapters import hub_bulk
-from shared.adapters.hub_bulk import BULK_LIMIT, checked_ids
+from shared.adapters.hub_client import HubClient
 from shared.adapters.read_cache import ReadCache
 from shared.adapters.retry import Retrier
-from shared.adapters.sdk_errors import deleted, guarded
+from shared.adapters.sdk_errors import deleted
 from shared.errors import HubNotConfigured, NotFound, PreconditionFailed
 from shared.model import HubDevice, HubDeviceStatus
 from shared.plan import StepOutcome
 from shared.ports import BulkResult, Change
 
-T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 ETAG_ATTEMPTS = 5
 STATUS_REASON_MAX = 128  # the registry's limit (reference §2)
-__all__ = ["BULK_LIMIT", "HubDeviceRegistry", "HubRegistries", "checked_ids", "host_name_of", "to_hub_device"]
 
 
 def _quoted(etag: str | None) -> str:
@@ -72,13 +69,9 @@ class HubDeviceRegistry:
         ca_bundle: str | None = None,
         read_cache: ReadCache | None = None,
     ) -> None:
-        self._hub = hub
-        self._rm = manager
-        self._retrier = retrier or Retrier()
+        self._client = HubClient(hub, manager, retrier=retrier, ca_bundle=ca_bundle)
         # Last device read by ``get`` per ID, consumed by the next status change of that ID (module doc).
         self._reads = read_cache if read_cache is not None else ReadCache()
-        if ca_bundle:
-            manager.protocol.config.connection.verify = ca_bundle  # per client, no env mutation (§6)
 
     @classmethod
     def from_connection_string(
@@ -102,39 +95,23 @@ class HubDeviceRegistry:
 
     @property
     def hub(self) -> str:
-        return self._hub
+        return self._client.hub
 
     @property
-    def protocol(self) -> Any:
-        """The SDK's generated client (for conditional writes and for tests that wrap its methods)."""
-        return self._rm.protocol
-
-    @property
-    def manager(self) -> IoTHubRegistryManager:
-        """The SDK's registry manager (``hub_bulk`` posts through it)."""
-        return self._rm
-
-    def call(self, what: str, fn: Callable[[], T]) -> T:
-        """Run one SDK call: errors translated, transient ones retried (bounded)."""
-        return self._retrier.call(lambda: guarded(fn, f"{what} ({self._hub})"), name=what)
+    def client(self) -> HubClient:
+        """The hub's SDK client beneath (tests wrap its calls to race or count them)."""
+        return self._client
 
     # ---- single device ------------------------------------------------------------------------------
 
-    def get_raw(self, device_id: str) -> Any | None:
-        """A real GET, not cached (``hub_bulk`` reads keys through it)."""
-        try:
-            return self.call("hub get device", lambda: self._rm.get_device(device_id))
-        except NotFound:
-            return None
-
     def get(self, device_id: str) -> HubDevice | None:
         """Always a real GET; the device read is kept for the next status change of this ID."""
-        raw = self.get_raw(device_id)
+        raw = self._client.get_raw(device_id)
         if raw is None:
             self._reads.discard(device_id)
             return None
         self._reads.put(device_id, raw)
-        return to_hub_device(self._hub, raw)
+        return to_hub_device(self.hub, raw)
 
     def _cached(self, device_id: str, status: HubDeviceStatus) -> Any | None:
         """The cached read of ``device_id``, if it can justify a conditional write: one already showing
@@ -150,9 +127,9 @@ class HubDeviceRegistry:
         device = self._cached(device_id, status)
         for attempt in range(1, ETAG_ATTEMPTS + 1):
             if device is None:
-                device = self.get_raw(device_id)
+                device = self._client.get_raw(device_id)
             if device is None:
-                raise NotFound(f"{what} ({self._hub}): device not found")
+                raise NotFound(f"{what} ({self.hub}): device not found")
             before = str(device.status or "enabled")
             if before == status.value:
                 return Change(StepOutcome.ALREADY_DONE, before=before, after=before)
@@ -160,8 +137,9 @@ class HubDeviceRegistry:
             device.status_reason = reason[:STATUS_REASON_MAX] if reason else None
             etag = _quoted(device.etag)
             try:
-                write = partial(self.protocol.devices.create_or_update_identity, device_id, device, etag)
-                self.call(what, write)
+                identities = self._client.protocol.devices
+                write = partial(identities.create_or_update_identity, device_id, device, etag)
+                self._client.call(what, write)
             except (PreconditionFailed, NotFound):
                 log.info("%s: changed underneath (attempt %d), re-reading", what, attempt)
                 device = None
@@ -169,7 +147,7 @@ class HubDeviceRegistry:
             finally:
                 self._reads.discard(device_id)
             return Change(StepOutcome.DONE, before=before, after=status.value)
-        raise PreconditionFailed(f"{what} ({self._hub}): ETag kept changing after {ETAG_ATTEMPTS} attempts")
+        raise PreconditionFailed(f"{what} ({self.hub}): ETag kept changing after {ETAG_ATTEMPTS} attempts")
 
     def disable(self, device_id: str, reason: str | None = None) -> Change:
         """Disable; already disabled → ALREADY_DONE (reason left as it was); missing → ``NotFound``."""
@@ -182,7 +160,8 @@ class HubDeviceRegistry:
     def delete(self, device_id: str) -> Change:
         """Unconditional delete (``If-Match: "*"``); 404 counts as already done."""
         self._reads.discard(device_id)
-        return deleted(lambda: self.call("hub delete device", lambda: self._rm.delete_device(device_id)))
+        delete = partial(self._client.manager.delete_device, device_id)
+        return deleted(lambda: self._client.call("hub delete device", delete))
 
     # ---- bulk and listing ---------------------------------------------------------------------------
 
@@ -196,36 +175,21 @@ class HubDeviceRegistry:
         """
         reason = reason[:STATUS_REASON_MAX] if reason else None
         self._forget(device_ids)
-        return hub_bulk.bulk_disable(self, device_ids, reason, rounds=ETAG_ATTEMPTS)
+        return hub_bulk.bulk_disable(self._client, device_ids, reason, rounds=ETAG_ATTEMPTS)
 
     def bulk_delete(self, device_ids: Sequence[str]) -> BulkResult:
         """Delete up to 100 devices in one POST (``importMode: delete``); DeviceNotFound → unchanged."""
         self._forget(device_ids)
-        return hub_bulk.bulk_delete(self, device_ids)
+        return hub_bulk.bulk_delete(self._client, device_ids)
 
     def _forget(self, device_ids: Sequence[str]) -> None:
         """Bulk writes change these devices: their cached reads are stale."""
         for device_id in device_ids:
             self._reads.discard(device_id)
 
-    def query(self, sql: str, page_size: int) -> Iterator[Any]:
-        """Every item of a registry query, following continuation tokens; each page retried alone."""
-        spec = QuerySpecification(query=sql)
-        token: str | None = None
-        while True:
-            def page(t: str | None = token) -> Any:
-                return self._rm.query_iot_hub(spec, continuation_token=t, max_item_count=page_size)
-
-            result = self.call("hub query devices", page)
-            items = result.items or []
-            yield from items
-            token = result.continuation_token
-            if not token or not items:
-                return
-
     def iter_devices(self, page_size: int = 100) -> Iterator[HubDevice]:
-        for twin in self.query("SELECT * FROM devices", page_size):
-            yield to_hub_device(self._hub, twin)
+        for twin in self._client.query("SELECT * FROM devices", page_size):
+            yield to_hub_device(self.hub, twin)
 
 
 def host_name_of(connection_string: str) -> str:

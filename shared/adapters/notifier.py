@@ -1,8 +1,8 @@
 """Outcome notifications on Service Bus: tells the reporting system how each event ended.
 
-The sender is injected as a small boundary (``OutcomeSender``) because no Service Bus broker can run here;
-tests use a recording fake at exactly that boundary. In Azure the real sender is built from a connection
-string or, for identity-based access, from a fully qualified namespace and ``DefaultAzureCredential``.
+``ServiceBusOutcomeSender`` sends with the SDK's ``ServiceBusSender``: in Azure from a connection string or, for
+identity-based access, a fully qualified namespace and ``DefaultAzureCredential``; locally against the
+emulator's Service Bus stand-in (``shared.adapters.servicebus_connect``: endpoint port, ``SERVICEBUS_CA_BUNDLE``).
 """
 
 from __future__ import annotations
@@ -34,7 +34,9 @@ class ServiceBusOutcomeSender:
             from azure.identity import DefaultAzureCredential
 
             return ServiceBusClient(self._namespace, DefaultAzureCredential())
-        return ServiceBusClient.from_connection_string(self._connection)
+        from shared.adapters.servicebus_connect import client_from_connection_string
+
+        return client_from_connection_string(self._connection)
 
     def send(self, body: str, *, message_id: str, correlation_id: str | None) -> None:
         from azure.servicebus import ServiceBusMessage

@@ -45,8 +45,8 @@ class StoragePoisonQueue:
     @classmethod
     def from_connection_string(cls, connection_string: str, queue_name: str) -> StoragePoisonQueue:
         """``queue_name`` is the poison queue itself (see ``poison_queue_name``)."""
-        client = QueueClient.from_connection_string(
-            connection_string, queue_name, api_version=QUEUE_API_VERSION
+        client = QueueClient.from_connection_string(  # SDK retries off: with_retry retries
+            connection_string, queue_name, api_version=QUEUE_API_VERSION, retry_total=0
         )
         return cls(client)
 

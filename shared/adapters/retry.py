@@ -1,10 +1,12 @@
-"""A tiny retry helper for calls to Azure services (in the spirit of hynek/stamina).
+"""The project's one retry mechanism for calls to Azure services (in the spirit of hynek/stamina).
 
 Why our own: the SDKs' built-in retries (msrest over urllib3 2.x) never cover POST — bulk registry
-calls, queries and attestation reads — and stop on a 429 without ``Retry-After``. This helper retries
-only errors that say they may pass (``shared.errors.Transient`` and subclasses), a bounded number of
-times within a bounded total time, with exponential backoff and full jitter, and waits at least what a
-``Throttled`` error's ``retry_after`` asks for.
+calls, queries and attestation reads — and stop on a 429 without ``Retry-After``; the Storage SDK's are
+switched off so that a journal write is retried in the open. Every adapter (IoT SDKs and Storage alike)
+translates a failure first, then runs the call under a ``Retrier``, which retries only errors that say
+they may pass (``shared.errors.Transient`` and subclasses), a bounded number of times within a bounded
+total time, with exponential backoff and full jitter, and waits at least the ``retry_after`` the service
+asked for.
 
 Unit tests switch retrying off for a block with ``retries_off()`` (process-wide, restored on exit) or
 inject their own ``sleep``/``clock``/``rng`` to observe the waits without waiting.
@@ -21,7 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TypeVar
 
-from shared.errors import PreconditionFailed, Throttled, Transient
+from shared.errors import PreconditionFailed, Transient
 
 T = TypeVar("T")
 
@@ -97,12 +99,14 @@ class Retrier:
         self._rng = rng or random.Random()
 
     def backoff(self, attempt: int, error: BaseException) -> float:
-        """The wait after failed attempt ``attempt`` (1-based): full jitter, at least any Retry-After."""
+        """The wait after failed attempt ``attempt`` (1-based): full jitter, at least any Retry-After
+        (a 429's, or a 503's: both tell when to come back)."""
         p = self.policy
         ceiling = min(p.wait_max, p.wait_initial * p.wait_exp_base ** (attempt - 1))
         jittered = self._rng.uniform(0.0, ceiling)
-        if isinstance(error, Throttled) and error.retry_after is not None:
-            return max(min(error.retry_after, p.max_retry_after), jittered)
+        retry_after = error.retry_after if isinstance(error, Transient) else None
+        if retry_after is not None:
+            return max(min(retry_after, p.max_retry_after), jittered)
         return jittered
 
     def call(self, fn: Callable[[], T], *, name: str = "call") -> T:
@@ -127,7 +131,3 @@ class Retrier:
                 )
                 self._sleep(delay)
 
-
-def call_with_retry(fn: Callable[[], T], *, name: str = "call", retrier: Retrier | None = None) -> T:
-    """Shorthand: ``fn`` under ``retrier`` (the default policy when None)."""
-    return (retrier or Retrier()).call(fn, name=name)

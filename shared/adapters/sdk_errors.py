@@ -9,9 +9,8 @@ Where the status lives (reference azure-iot-behaviour.md §3.6, §4.5):
 * Both: connection/TLS failures and exhausted 5xx retries surface as msrest ``ClientRequestError``.
 * Identity-based hub access: azure-identity raises azure-core ``ClientAuthenticationError``.
 
-Mapping: 401/403 → AuthFailed; 404 → NotFound; 409 → Conflict; 412 → PreconditionFailed; 429 →
-Throttled (with the Retry-After in seconds); 408 and 5xx and ClientRequestError → Transient; any other
-status → Permanent; ClientAuthenticationError → AuthFailed.
+Mapping: by HTTP status as every adapter maps it (``http_status``); without a response,
+ClientRequestError → Transient and ClientAuthenticationError → AuthFailed.
 
 The message names the operation, the status and the service's error code, plus at most 200 characters
 of the service's own message after ``sanitize``: SAS tokens, signatures and keys never reach logs or
@@ -22,27 +21,17 @@ no response came back) and ``code`` (the service's error code as text, e.g. ``De
 
 from __future__ import annotations
 
-import email.utils
 import json
 import re
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from azure.core.exceptions import ClientAuthenticationError
 from msrest.exceptions import ClientRequestError, HttpOperationError
 from provisioningserviceclient import ProvisioningServiceError
 
-from shared.errors import (
-    AuthFailed,
-    Conflict,
-    NotFound,
-    Permanent,
-    PreconditionFailed,
-    Throttled,
-    Transient,
-    UnprovisionError,
-)
+from shared.adapters.http_status import error_for_status
+from shared.errors import AuthFailed, NotFound, Transient, UnprovisionError
 from shared.plan import StepOutcome
 from shared.ports import Change
 
@@ -71,37 +60,6 @@ def sanitize(text: str) -> str:
     for pattern, replacement in _REDACTIONS:
         text = pattern.sub(replacement, text)
     return text
-
-
-def parse_retry_after(
-    headers: Mapping[str, str] | None, *, now: Callable[[], float] = time.time
-) -> float | None:
-    """Seconds to wait per ``Retry-After`` (seconds or HTTP-date) or ``retry-after-ms``; None if absent.
-
-    ``headers`` should be case-insensitive (requests' ``CaseInsensitiveDict``) or canonically spelt.
-    """
-    if not headers:
-        return None
-    for name in ("retry-after-ms", "x-ms-retry-after-ms"):
-        raw_ms = headers.get(name)
-        if raw_ms:
-            try:
-                return max(0.0, float(raw_ms) / 1000.0)
-            except ValueError:
-                pass
-    raw = headers.get("Retry-After") or headers.get("retry-after")
-    if not raw:
-        return None
-    raw = raw.strip()
-    try:
-        return max(0.0, float(raw))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(raw)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - now())
 
 
 def response_of(error: BaseException) -> Any | None:
@@ -183,30 +141,7 @@ def translate(error: BaseException, what: str) -> UnprovisionError:
     response = response_of(error)
     code, detail = error_code_and_detail(response) if response is not None else (None, None)
     message = _message(what, status, code, detail)
-    return _by_status(status, code, message, getattr(response, "headers", None))
-
-
-_PLAIN_BY_STATUS: dict[int, type[UnprovisionError]] = {
-    401: AuthFailed,
-    403: AuthFailed,
-    404: NotFound,
-    409: Conflict,
-    412: PreconditionFailed,
-}
-
-
-def _by_status(
-    status: int | None, code: str | None, message: str, headers: Mapping[str, str] | None
-) -> UnprovisionError:
-    if status is None:
-        return Permanent(message, code=code)
-    if status in _PLAIN_BY_STATUS:
-        return _PLAIN_BY_STATUS[status](message, status=status, code=code)
-    if status == 429:
-        return Throttled(message, retry_after=parse_retry_after(headers), status=status, code=code)
-    if status == 408 or status >= 500:
-        return Transient(message, retry_after=parse_retry_after(headers), status=status, code=code)
-    return Permanent(message, status=status, code=code)
+    return error_for_status(status, message, code=code, headers=getattr(response, "headers", None))
 
 
 def guarded(fn: Callable[[], T], what: str) -> T:

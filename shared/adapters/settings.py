@@ -33,6 +33,8 @@ JOURNAL_CONNECTION = "JOURNAL_CONNECTION"
 LIFECYCLE_QUEUE = "LIFECYCLE_QUEUE"
 WORK_QUEUE = "WORK_QUEUE"
 AUDIT_SCHEDULE = "AUDIT_SCHEDULE"
+AUDIT_QUEUE = "AUDIT_QUEUE"
+AUDIT_STUCK_AFTER_MINUTES = "AUDIT_STUCK_AFTER_MINUTES"
 POLICY_OVERRIDE = "POLICY_OVERRIDE"
 OUTCOME_SERVICEBUS_CONNECTION = "OUTCOME_SERVICEBUS_CONNECTION"
 OUTCOME_QUEUE_OR_TOPIC = "OUTCOME_QUEUE_OR_TOPIC"
@@ -44,6 +46,7 @@ EMULATOR_CA_BUNDLE = "EMULATOR_CA_BUNDLE"
 CERT_EXPIRY_WARNING_DAYS = "CERT_EXPIRY_WARNING_DAYS"
 AUDIT_REMEDIATE = "AUDIT_REMEDIATE"
 JOURNAL_TABLE_PREFIX = "JOURNAL_TABLE_PREFIX"
+FORCE_SOURCES = "FORCE_SOURCES"
 # In IOTHUB_CONNECTIONS, this value (or "") marks a hub reached with azure-identity instead of a key.
 IDENTITY_BASED = "identity"
 HOST_STORAGE = "AzureWebJobsStorage"
@@ -237,6 +240,16 @@ def _bool(values: Mapping[str, str], key: str, default: bool) -> bool:
     raise SettingsError(key, "expected true or false")
 
 
+def _force_sources(values: Mapping[str, str]) -> frozenset[str]:
+    """Event ``source`` values trusted to force a ``found`` over queues. Matched exactly (no case folding):
+    a trust list must not widen by accident. Empty or unset: no queue message may force."""
+    raw = _get(values, FORCE_SOURCES) or ""
+    sources = frozenset(part.strip() for part in raw.split(",") if part.strip())
+    if any(len(source) > 128 or not source.isprintable() for source in sources):
+        raise SettingsError(FORCE_SOURCES, "want comma-separated event sources (printable, 1-128 characters)")
+    return sources
+
+
 def _queue(values: Mapping[str, str], key: str, default: str) -> str:
     name = _get(values, key) or default
     if not _QUEUE_NAME.match(name):
@@ -274,6 +287,8 @@ class Settings:
     lifecycle_queue: str = "device-lifecycle"
     work_queue: str = "device-lifecycle-work"
     audit_schedule: str = "0 0 * * * *"
+    audit_queue: str = "device-lifecycle-audit"  # requested audits (POST /api/audit) wait here
+    audit_stuck_after_minutes: int = 60  # the audit reports events unfinished for longer (our choice)
     policy_override: Mapping[str, Any] | None = None
     outcome_servicebus: Connection | None = None
     outcome_queue_or_topic: str | None = None
@@ -285,6 +300,7 @@ class Settings:
     audit_remediate: bool = False
     journal_table_prefix: str = ""  # lets several apps or test runs share one storage account
     registry_budgets: RegistryBudgets = field(default_factory=RegistryBudgets)
+    force_sources: frozenset[str] = frozenset()  # event sources allowed to force over queues (none)
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, str]) -> Settings:
@@ -301,6 +317,8 @@ class Settings:
             lifecycle_queue=_queue(values, LIFECYCLE_QUEUE, "device-lifecycle"),
             work_queue=_queue(values, WORK_QUEUE, "device-lifecycle-work"),
             audit_schedule=_schedule(values),
+            audit_queue=_queue(values, AUDIT_QUEUE, "device-lifecycle-audit"),
+            audit_stuck_after_minutes=_int(values, AUDIT_STUCK_AFTER_MINUTES, 60),
             policy_override=_policy(values),
             outcome_servicebus=outcome,
             outcome_queue_or_topic=destination,
@@ -312,6 +330,7 @@ class Settings:
             audit_remediate=_bool(values, AUDIT_REMEDIATE, False),
             journal_table_prefix=_table_prefix(values),
             registry_budgets=_registry_budgets(values),
+            force_sources=_force_sources(values),
         )
 
     @classmethod
@@ -333,7 +352,8 @@ class Settings:
             f"group_import_job_threshold={self.group_import_job_threshold}, "
             f"emulator_ca_bundle={self.emulator_ca_bundle!r}, "
             f"cert_expiry_warning_days={self.cert_expiry_warning_days}, "
-            f"audit_remediate={self.audit_remediate}, registry_budgets={self.registry_budgets!r})"
+            f"audit_remediate={self.audit_remediate}, registry_budgets={self.registry_budgets!r}, "
+            f"force_sources={sorted(self.force_sources)})"
         )
 
     __str__ = __repr__

@@ -1,14 +1,15 @@
-"""Storage (Tables) errors in the project's words, and the one small retry loop the journal uses.
+"""Storage (Tables, Queues) errors in the project's words, retried by the project's one ``Retrier``.
 
 The SDK's own retry policy is switched off for the journal's clients (``retry_total=0``) so that
-retrying is explicit here: only the errors named in ``is_transient`` are retried, a fixed small number of
-times with a short backoff, and then surfaced as ``Transient`` so that the Functions host redelivers the
-message. Everything else is translated once (``raise ... from``) and never retried.
+retrying is explicit and alike for every Azure call: ``with_retry`` translates each failure once
+(``raise ... from``) by the shared status table (``http_status``), and ``retry.Retrier`` repeats only what
+came out ``Transient`` — connection failures, 408, 429 and 5xx — a few times with short jittered waits, at
+least any Retry-After. What is still failing then surfaces as ``Transient``, so that the Functions host
+redelivers the message; everything else is never retried.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -22,79 +23,59 @@ from azure.core.exceptions import (
     ServiceResponseError,
 )
 
-from shared.errors import (
-    AuthFailed,
-    Conflict,
-    NotFound,
-    Permanent,
-    PreconditionFailed,
-    Throttled,
-    Transient,
-    UnprovisionError,
-)
+from shared.adapters.http_status import error_for_status
+from shared.adapters.retry import Retrier, RetryPolicy
+from shared.errors import AuthFailed, Transient, UnprovisionError
 
 T = TypeVar("T")
 
-RETRY_DELAYS_S: tuple[float, ...] = (0.05, 0.25, 1.0)  # three retries after the first try
-_TRANSIENT_STATUS = frozenset({408, 500, 502, 503, 504})
+#: The azure-core errors a storage call raises; anything else (a bug) propagates untouched.
+STORAGE_ERRORS: tuple[type[Exception], ...] = (HttpResponseError, ServiceRequestError, ServiceResponseError)
+
+#: Storage answers in milliseconds: up to three retries with waits under 0.05 s, 0.25 s and 1.25 s.
+STORAGE_RETRY = RetryPolicy(attempts=4, timeout=30.0, wait_initial=0.05, wait_exp_base=5.0, wait_max=1.25)
+_RETRIER = Retrier(STORAGE_RETRY)
+
+# An azure-core error raised without a response still says by its type what the service would have answered.
+_STATUS_OF_TYPE: tuple[tuple[type[Exception], int], ...] = (
+    (ResourceNotFoundError, 404),
+    (ResourceExistsError, 409),
+    (ResourceModifiedError, 412),
+)
 
 
 def _status(exc: BaseException) -> int | None:
-    return getattr(exc, "status_code", None)
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Connection failures, timeouts, 408/429/5xx. Not 4xx: a bad request does not heal by repeating it."""
-    if isinstance(exc, ServiceRequestError | ServiceResponseError):
-        return True
-    return isinstance(exc, HttpResponseError) and (_status(exc) in _TRANSIENT_STATUS or _status(exc) == 429)
-
-
-def _retry_after(exc: BaseException) -> float | None:
-    response = getattr(exc, "response", None)
-    value = response.headers.get("Retry-After") if response is not None else None
-    try:
-        return float(value) if value else None
-    except ValueError:
-        return None
+    status = getattr(exc, "status_code", None)
+    if isinstance(status, int):
+        return status
+    return next((code for kind, code in _STATUS_OF_TYPE if isinstance(exc, kind)), None)
 
 
 def translate(exc: BaseException, what: str) -> UnprovisionError:
     """Map an azure-core error to ``shared.errors``; the message names the operation, never credentials."""
     status = _status(exc)
-    code = getattr(exc, "error_code", None) or ""
-    detail = f"{what}: storage answered {status or 'no response'} {code}".rstrip()
-    result: UnprovisionError
-    if isinstance(exc, ClientAuthenticationError) or status in (401, 403):
-        result = AuthFailed(detail)
-    elif isinstance(exc, ResourceNotFoundError) or status == 404:
-        result = NotFound(detail)
-    elif isinstance(exc, ResourceExistsError) or status == 409:
-        result = Conflict(detail)
-    elif isinstance(exc, ResourceModifiedError) or status == 412:
-        result = PreconditionFailed(detail)
-    elif status == 429:
-        result = Throttled(detail, retry_after=_retry_after(exc))
-    elif is_transient(exc):
-        result = Transient(detail)
-    else:
-        result = Permanent(detail)
-    return result
+    code = getattr(exc, "error_code", None) or None
+    detail = f"{what}: storage answered {status or 'no response'} {code or ''}".rstrip()
+    if isinstance(exc, ClientAuthenticationError) and status is None:
+        return AuthFailed(detail, code=code)
+    if isinstance(exc, ServiceRequestError | ServiceResponseError):
+        return Transient(detail)
+    response = getattr(exc, "response", None)
+    return error_for_status(status, detail, code=code, headers=getattr(response, "headers", None))
 
 
-def with_retry(
-    fn: Callable[[], T], what: str, *, delays: tuple[float, ...] = RETRY_DELAYS_S,
-    sleep: Callable[[float], None] = time.sleep,
-) -> T:
-    """Run ``fn``; retry only transient failures, ``len(delays)`` times; translate whatever is left."""
-    for attempt in range(len(delays) + 1):
-        try:
-            return fn()
-        except (HttpResponseError, ServiceRequestError, ServiceResponseError) as exc:
-            if attempt >= len(delays) or not is_transient(exc):
-                raise translate(exc, what) from exc
-            sleep(max(delays[attempt], _retry_after(exc) or 0.0))
-    raise AssertionError("unreachable")  # pragma: no cover - the loop always returns or raises
+def guarded(fn: Callable[[], T], what: str) -> T:
+    """Call ``fn``; storage errors leave as ``shared.errors``, the original kept as ``__cause__``."""
+    try:
+        return fn()
+    except STORAGE_ERRORS as exc:
+        raise translate(exc, what) from exc
+
+
+def with_retry(fn: Callable[[], T], what: str, *, retrier: Retrier | None = None) -> T:
+    """Run ``fn``; retry what is transient (``STORAGE_RETRY`` unless ``retrier`` says otherwise); every
+    failure leaves translated."""
+    return (retrier or _RETRIER).call(lambda: guarded(fn, what), name=what)
 
 
 def stream_pages(pages: Iterator[Iterator[Any]], what: str) -> Iterator[Any]:

@@ -8,6 +8,7 @@ device SAS and the plain-HTTPS registration call (the Python SDK in this project
 from __future__ import annotations
 
 import base64
+import time
 from typing import Any
 
 import requests
@@ -30,12 +31,27 @@ def chain_header(*certs: IssuedCert) -> str:
     return base64.b64encode("".join(c.pem for c in certs).encode()).decode()
 
 
-def register_device(emu: Any, reg_id: str, headers: dict[str, str]) -> requests.Response:
-    """A device's registration call: plain HTTPS to the DPS device endpoint."""
+def register_device(emu: Any, reg_id: str, headers: dict[str, str], *, max_polls: int = 20,
+                    cert: tuple[str, str] | None = None) -> requests.Response:
+    """A device's registration as DPS runs it: PUT ``…/register`` (202 ``assigning`` + ``operationId``), then
+    GET ``…/operations/{operationId}`` after ``Retry-After`` until the status is final. Returns the last
+    answer (200 with the final operation status, or the error answer, e.g. 401). ``cert``: (cert, key)
+    PEM files for mutual TLS."""
     dps = emu.config["dps"]
-    url = f"{dps['deviceEndpoint']}/{dps['idScope']}/registrations/{reg_id}/register"
-    return requests.put(url, params={"api-version": "2021-06-01"}, json={"registrationId": reg_id},
-                        headers=headers, verify=emu.config["caBundle"], timeout=10)
+    base = f"{dps['deviceEndpoint']}/{dps['idScope']}/registrations/{reg_id}"
+    params = {"api-version": "2021-06-01"}
+    with requests.Session() as session:
+        session.cert = cert
+        verify = emu.config["caBundle"]  # per call: a session's ``verify`` loses to REQUESTS_CA_BUNDLE
+        response = session.put(f"{base}/register", params=params, json={"registrationId": reg_id},
+                               headers=headers, verify=verify, timeout=10)
+        for _ in range(max_polls):
+            if response.status_code != 202 or response.json().get("status") != "assigning":
+                break
+            time.sleep(float(response.headers.get("Retry-After") or 0))
+            response = session.get(f"{base}/operations/{response.json()['operationId']}", params=params,
+                                   headers=headers, verify=verify, timeout=10)
+        return response
 
 
 def device_sas(emu: Any, reg_id: str, key: str) -> dict[str, str]:

@@ -14,6 +14,7 @@ Only symmetric-key attestation: it needs no certificates, and it is what the gro
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,9 +76,17 @@ class Fleet:
     def register_call(self, device: Device) -> requests.Response:
         dps, reg = self.config["dps"], device.registration_id
         token = sas.make_token(f"{dps['idScope']}/registrations/{reg}", device.key, policy="registration")
-        url = f"{dps['deviceEndpoint']}/{dps['idScope']}/registrations/{reg}/register"
-        return requests.put(url, params={"api-version": "2021-06-01"}, json={"registrationId": reg},
-                            headers={"Authorization": token}, verify=self.config["caBundle"], timeout=10)
+        base = f"{dps['deviceEndpoint']}/{dps['idScope']}/registrations/{reg}"
+        params, headers = {"api-version": "2021-06-01"}, {"Authorization": token}
+        response = requests.put(f"{base}/register", params=params, json={"registrationId": reg},
+                                headers=headers, verify=self.config["caBundle"], timeout=10)
+        for _ in range(20):  # DPS flow: 202 assigning + operationId, poll after Retry-After until final
+            if response.status_code != 202:
+                break
+            time.sleep(float(response.headers.get("Retry-After") or 0))
+            response = requests.get(f"{base}/operations/{response.json()['operationId']}", params=params,
+                                    headers=headers, verify=self.config["caBundle"], timeout=10)
+        return response
 
     def registration(self, device: Device) -> str:
         """What the device sees when it (re)registers: assigned, disabled or unauthorized."""

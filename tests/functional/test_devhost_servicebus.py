@@ -78,3 +78,39 @@ def test_fake_broker_peek_lock_semantics() -> None:
 def test_service_bus_function_is_not_registered_without_its_connection(make_host: HostFactory) -> None:
     host = make_host(broker=InMemoryBroker(), run_timers=False, serve_http=False)
     assert host.sb_pumps == {}
+
+
+# ---- the same pump over the unmodified SDK receiver and the emulator's Service Bus stand-in ---------------
+
+@pytest.fixture
+def sb_standin(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    from emulator.servicebus import ServiceBusStandIn
+    from emulator.tls import ensure_tls
+
+    tls = ensure_tls(tmp_path_factory.mktemp("sb"))
+    server = ServiceBusStandIn(tls)
+    server.start()
+    yield server, str(tls.ca_cert)
+    server.stop()
+
+
+def test_sdk_receiver_completes_and_abandons_to_dead_letter(  # type: ignore[no-untyped-def]
+    make_host: HostFactory, sb_standin, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from azure.servicebus import ServiceBusMessage
+
+    from shared.adapters.servicebus_connect import client_from_connection_string
+
+    server, ca = sb_standin
+    monkeypatch.setenv("SERVICEBUS_CA_BUNDLE", ca)
+    server.broker.configure("orders", max_delivery_count=3)
+    host = make_host(settings={"TOY_SERVICEBUS": server.connection_string}, run_timers=False, serve_http=False)
+    with client_from_connection_string(server.connection_string) as client, client.get_queue_sender("orders") as s:
+        s.send_messages(ServiceBusMessage("good order"))
+        s.send_messages(ServiceBusMessage("bad order"))
+    _wait_for(lambda: server.broker.describe().get("orders/$deadletterqueue", {}).get("active") == 1, 30)
+    _wait_for(lambda: server.broker.describe()["orders"]["completed"] == 1, 30)
+    assert host.index is not None
+    calls = [args for name, args in host.index.module.CALLS if name == "orders"]
+    assert ("good order", 1) in calls
+    assert [count for body, count in calls if body == "bad order"] == [1, 2, 3]

@@ -10,6 +10,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,8 @@ from shared.adapters.settings import emulator_values
 from shared.ports import EventRecord
 from tests.functional.fleet import Fleet, payload
 from tests.support.azurite_fixtures import unique_prefix
-from unprovision import service, wiring
+from unprovision import wiring
+from unprovision.audit.run import run_audit
 
 APP_ROOT = Path(__file__).resolve().parents[2]
 TERMINAL = ("completed", "failed", "refused")
@@ -154,5 +156,5 @@ def test_message_that_keeps_failing_lands_in_the_poison_queue_after_five_tries(
     record = app.record("fa-lost-1")
     assert record is None or record.status not in TERMINAL
     assert Fleet(clean_emulator.config).hub_status(device) == "enabled"
-    report = service.run_audit_now(wiring.services(), remediate=False)
+    report = run_audit(wiring.build_audit(wiring.services()).ports, now=datetime.now(UTC))
     assert "POISON_MESSAGES_PENDING" in {str(f.check) for f in report.findings}

@@ -221,11 +221,20 @@ def test_timer_runs_the_audit_and_stores_its_report(app_services: wiring.Service
     assert reports[0]["remediate"] is False
 
 
-def test_http_audit_runs_now_and_answers_the_report(app_services: wiring.Services, fns: Functions) -> None:
-    response = fns["audit_now"](post("", route="audit"))
-    assert response.status_code == 200
-    report = json_of(response)
-    assert app_services.reports.get(report["reportId"]) is not None
+def test_http_audit_is_queued_with_a_status_route_that_gives_the_report_once_run(
+        app_services: wiring.Services, fns: Functions) -> None:
+    accepted = fns["audit_request"](post("", route="audit"))
+    assert accepted.status_code == 202
+    audit_id = json_of(accepted)["auditId"]
+    assert accepted.headers["Location"].endswith(f"/api/audit/{audit_id}")
+    assert fns["audit_request"](post("", route="audit")).status_code == 409  # one audit at a time
+    status = func.HttpRequest("GET", f"http://127.0.0.1:7071/api/audit/{audit_id}", body=b"",
+                              route_params={"auditId": audit_id})
+    assert fns["audit_status"](status).status_code == 202
+    fns["audit_queue"](queue_message(json.dumps({"auditId": audit_id, "remediate": False})))
+    done = fns["audit_status"](status)
+    assert done.status_code == 200
+    assert app_services.reports.get(audit_id) is not None
 
 
 def test_service_bus_trigger_exists_only_with_its_connection_setting(

@@ -1,8 +1,8 @@
 """The audit against the DPS + IoT Hub emulator, through the real adapters (real SDKs) and the real engine.
 
-Revocations are applied by ``unprovision.orchestrator.apply``; drift is then made through the SDK-backed
-adapters (as the portal would), and the audit must report exactly that drift. Stores are in memory here
-(their Table versions are covered on Azurite in test_audit_stores.py).
+Revocations are applied by the engine (``unprovision.engine.core.Engine``); drift is then made through the
+SDK-backed adapters (as the portal would), and the audit must report exactly that drift. Stores are in
+memory here (their Table versions are covered on Azurite in test_audit_stores.py).
 """
 
 from __future__ import annotations
@@ -20,12 +20,15 @@ from shared.adapters.audit_memory import (
 )
 from shared.adapters.journal_memory import InMemoryJournal
 from shared.adapters.retry import Retrier, RetryPolicy
-from shared.audit import AuditReport
+from shared.audit_report import AuditReport
 from shared.events import parse_event
 from shared.model import ProvisioningStatus
 from shared.policy import DEFAULT_POLICY
-from unprovision import orchestrator
-from unprovision.audit import AuditSettings, run_audit
+from unprovision.audit.run import AuditPorts, run_audit
+from unprovision.audit.settings import AuditSettings
+from unprovision.engine.core import Engine
+from unprovision.group.inprocess import GroupWork
+from unprovision.throttle import InMemoryRateLimiter
 
 pytest.importorskip("emulator.testing", reason="the emulator's test fixtures are not there yet")
 
@@ -89,9 +92,9 @@ class EmulatedFleet:
         self.emu.admin("POST", "/seed", json={"registrations": items})
 
     def apply(self, event: Any) -> Any:
-        return orchestrator.apply(
-            event, dps=self.dps, registries=self.registries, journal=self.journal, policy=DEFAULT_POLICY
-        )
+        engine = Engine(dps=self.dps, registries=self.registries, journal=self.journal, policy=DEFAULT_POLICY,
+                        group_work=GroupWork())
+        return engine.apply(event)
 
     def revoke(self, target: str) -> None:
         event_id = f"ev-{target}"
@@ -109,18 +112,13 @@ class EmulatedFleet:
         assert self.journal.get(event_id).status == "completed"
 
     def audit(self, *, remediate: bool = False) -> AuditReport:
-        return run_audit(
-            dps=self.dps,
-            registries=self.registries,
-            journal=self.journal,
-            poison=InMemoryPoisonQueue(),
-            reports=self.reports,
-            suppressions=self.suppressions,
-            now=NOW,
+        ports = AuditPorts(
+            dps=self.dps, registries=self.registries, journal=self.journal, reports=self.reports,
+            suppressions=self.suppressions, poison_queues=(InMemoryPoisonQueue(),),
+            hub_limiter=InMemoryRateLimiter(), apply=self.apply,
             settings=AuditSettings(filter_capacity=10_000),
-            remediate=remediate,
-            apply_fn=self.apply,
         )
+        return run_audit(ports, now=NOW, remediate_findings=remediate)
 
 
 def _found(report: AuditReport) -> set[tuple[str, str]]:

@@ -7,15 +7,18 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shared.adapters.audit_tables import TableAuditReportStore, TableSuppressionStore
+from shared.adapters.audit_tables import TableAuditLease, TableAuditReportStore, TableSuppressionStore
 from shared.adapters.journal_memory import InMemoryJournal
 from shared.adapters.poison_queue import StoragePoisonQueue, poison_queue_name
 from shared.adapters.queues import StorageQueueSender
-from shared.audit import AuditReport, CheckId
-from shared.ports import SuppressionRecord
+from shared.audit import CheckId
+from shared.audit_report import AuditReport
+from shared.ports import AuditLeaseRecord, SuppressionRecord
 from tests.fakes import FakeDeviceRegistries, FakeDeviceRegistry, FakeProvisioningService
 from tests.support.azurite_fixtures import unique_prefix
-from unprovision.audit import AuditSettings, run_audit
+from unprovision.audit.run import AuditPorts, run_audit
+from unprovision.audit.settings import AuditSettings
+from unprovision.throttle import InMemoryRateLimiter
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 
@@ -128,16 +131,13 @@ def test_audit_on_table_stores_honours_a_stored_suppression_and_keeps_history(az
     )
 
     def audit(now: datetime = NOW) -> AuditReport:
-        return run_audit(
-            dps=FakeProvisioningService(),
-            registries=FakeDeviceRegistries([hub]),
-            journal=InMemoryJournal(),
-            poison=poison,
-            reports=reports,
-            suppressions=suppressions,
-            now=now,
+        ports = AuditPorts(
+            dps=FakeProvisioningService(), registries=FakeDeviceRegistries([hub]), journal=InMemoryJournal(),
+            reports=reports, suppressions=suppressions, poison_queues=(poison,),
+            hub_limiter=InMemoryRateLimiter(), apply=_no_remediation,
             settings=AuditSettings(filter_capacity=1000),
         )
+        return run_audit(ports, now=now)
 
     first = audit()
     assert {(f.check, f.resource) for f in first.findings} == {
@@ -148,3 +148,39 @@ def test_audit_on_table_stores_honours_a_stored_suppression_and_keeps_history(az
     second = audit(NOW + timedelta(hours=1))
     assert [r["reportId"] for r in reports.iter_reports()] == [second.report_id, first.report_id]
     assert AuditReport.from_json(reports.get(first.report_id)) == first
+
+
+def _no_remediation(event: object) -> object:
+    raise AssertionError("no remediation expected")
+
+
+def _lease(audit_id: str, expires: str = "2026-06-01T14:00:00Z") -> AuditLeaseRecord:
+    return AuditLeaseRecord(audit_id, "queued", False, "2026-06-01T12:00:00Z", expires)
+
+
+def test_the_audit_lease_admits_one_audit_at_a_time_until_released_or_expired(azurite):
+    lease = TableAuditLease.from_connection_string(azurite.connection_string, prefix=unique_prefix())
+    assert lease.current() is None
+    assert lease.claim(_lease("a-1"), "2026-06-01T12:00:00Z").audit_id == "a-1"
+    assert lease.claim(_lease("a-2"), "2026-06-01T12:01:00Z").audit_id == "a-1"  # held: the holder is named
+    running = AuditLeaseRecord("a-1", "running", False, "2026-06-01T12:02:00Z", "2026-06-01T14:02:00Z")
+    assert lease.claim(running, "2026-06-01T12:02:00Z") == running  # the holder moves on
+    lease.release("a-2")  # not the holder: nothing happens
+    assert lease.current() == running
+    lease.release("a-1")
+    assert lease.current() is None
+    lease.claim(_lease("a-3", expires="2026-06-01T12:10:00Z"), "2026-06-01T12:05:00Z")
+    assert lease.claim(_lease("a-4"), "2026-06-01T12:11:00Z").audit_id == "a-4"  # a-3 expired
+
+
+def test_two_writers_racing_for_a_free_audit_lease_get_one_holder(azurite):
+    prefix = unique_prefix()
+    one = TableAuditLease.from_connection_string(azurite.connection_string, prefix=prefix)
+    two = TableAuditLease.from_connection_string(azurite.connection_string, prefix=prefix)
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(8) as pool:
+        holders = list(pool.map(lambda i: (one if i % 2 else two).claim(_lease(f"r-{i}"),
+                                                                         "2026-06-01T12:00:00Z").audit_id,
+                                range(8)))
+    assert len(set(holders)) == 1

@@ -58,7 +58,7 @@ class BulkSpy:
 
     def __init__(self, reg: HubDeviceRegistry) -> None:
         self.calls = 0
-        manager = reg._rm
+        manager = reg.client.manager
         real = manager.bulk_create_or_update_devices
 
         def spy(devices: list[Any]) -> Any:
@@ -126,7 +126,7 @@ def test_a_concurrent_write_between_read_and_write_is_retried_with_a_fresh_etag(
     rm = sdk(clean_emulator)
     rm.create_device_with_sas("dev-race", None, None, "enabled")
     reg = registry(clean_emulator)
-    devices_ops = reg.protocol.devices
+    devices_ops = reg.client.protocol.devices
     real = devices_ops.create_or_update_identity
     seen: list[str] = []
 
@@ -340,7 +340,7 @@ def test_bulk_disable_retries_only_the_devices_whose_etag_moved(clean_emulator: 
     ids = ["e-1", "e-2", "e-3"]
     create_devices(clean_emulator, ids, authentication=AuthenticationMechanism(type="certificateAuthority"))
     reg = registry(clean_emulator)
-    manager = reg._rm
+    manager = reg.client.manager
     real = manager.bulk_create_or_update_devices
     batches: list[list[str]] = []
 

@@ -8,16 +8,14 @@ point (``service.handle_event_body``) with the app's real adapters against the e
 from __future__ import annotations
 
 import base64
-import json
 import time
-from collections.abc import Mapping
 
 import pytest
 from azure.storage.queue import QueueClient
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 
 from shared.errors import Rejected
-from shared.events import parse_event
+from shared.events import claimed_event_id, parse_event_body
 from tests.soak.checks import host_loop_problems
 from tests.soak.conftest import AppConfig
 from tests.soak.hostproc import HostProcess
@@ -43,11 +41,25 @@ def assert_clear_errors(errors: object) -> None:
         assert "pydantic" not in reason.lower(), reason
 
 
+# Bodies that once crashed or fooled the parse (issue 11: recursion, U+FFFD, UTF-16 size, path segments).
+HOSTILE = (
+    "[" * 10_000, '{"a":' * 10_000, b'{"eventId": "e-\xff"}', '{"eventId": "\\ud800"}',
+    '{"eventId": "a", "eventId": "b"}', '{"note": "' + "\U0001F600" * 40_000 + '"}', '{"eventId": ".."}',
+)
+
+
 @settings(max_examples=600, deadline=None)
 @given(body=any_body)
+@example(body=HOSTILE[0])
+@example(body=HOSTILE[1])
+@example(body=HOSTILE[2])
+@example(body=HOSTILE[3])
+@example(body=HOSTILE[4])
+@example(body=HOSTILE[5])
+@example(body=HOSTILE[6])
 def test_contract_accepts_or_rejects_every_body_with_field_and_reason(body: str | bytes) -> None:
     try:
-        event = parse_event(body)
+        event = parse_event_body(body)
     except Rejected as exc:
         assert_clear_errors(list(exc.errors))
         return
@@ -73,18 +85,9 @@ def test_queue_entry_point_settles_every_fuzzed_body_and_keeps_rejections(
     stored = app_services.journal.get_rejection(outcome.rejection_id)
     assert stored is not None
     assert [dict(e) for e in stored.errors] == [dict(e) for e in outcome.errors]
-    claimed = _claimed_id(body)
+    claimed = claimed_event_id(body)
     if claimed is not None and stored.event_id is not None:
         assert stored.event_id == claimed
-
-
-def _claimed_id(body: str | bytes) -> str | None:
-    try:
-        raw = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        return None
-    value = raw.get("eventId") if isinstance(raw, Mapping) else None
-    return value if isinstance(value, str) else None
 
 
 @pytest.mark.soak

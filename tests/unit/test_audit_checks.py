@@ -2,32 +2,34 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from shared.audit import (
-    AuditReport,
-    BloomFilter,
     CheckId,
     Finding,
     FindingCollector,
     GroupSnapshot,
-    Remediation,
     Severity,
     active_suppression,
     check_enrollment,
     check_group,
     check_hub_device,
+    check_one_way,
     check_orphans,
     check_parent_group,
     check_poison,
     check_signing_certs,
+    check_stuck,
     finding,
-    render_table,
+    one_way_in_force,
     revocation_of,
     synthetic_event_id,
 )
+from shared.audit_report import AuditReport, Remediation, render_table
+from shared.bloom import BloomFilter
 from shared.certs import parse_pem
 from shared.model import (
     AttestationType,
@@ -248,3 +250,63 @@ def test_summary_counts_low_severity_parent_group_findings_apart():
     low = Finding(CheckId.REENROLLMENT_VIA_PARENT_GROUP, "g", "x", Severity.LOW, "keep")
     report = AuditReport("r", "t", "t", False, (low,), counts={"REENROLLMENT_VIA_PARENT_GROUP": 1})
     assert report.summary() == {"REENROLLMENT_VIA_PARENT_GROUP": {"low": 1}}
+
+
+def _found_record(event_id: str, *, lifts: str | None, status: str = "completed") -> EventRecord:
+    params = {"liftsOneWay": lifts} if lifts else {}
+    plan = {"eventId": event_id, "eventType": "found", "target": "dev-1",
+            "steps": [{"kind": "EnrollmentReenabled", "target": "dev-1", "reason": "r", "params": params}]}
+    return EventRecord(event_id, "found", "dev-1", "ops", status, "c", plan, ())
+
+
+def _theft(status: str = "completed") -> EventRecord:
+    return replace(_record("stolen", _step(0, "EnrollmentDisabled"), _step(1, "HubIdentityDisabled",
+                                                                           hub="hub-a"), status=status),
+                   event_id="ev-stolen")
+
+
+def test_a_theft_stays_in_force_after_a_later_lost_and_an_unforced_found():
+    history = [_found_record("ev-f", lifts=None), _record("lost", status="completed"), _theft()]
+    rev = one_way_in_force(history)
+    assert rev is not None
+    assert rev.event_id == "ev-stolen"
+
+
+def test_a_theft_still_in_progress_is_one_way_too():
+    rev = one_way_in_force([_theft(status="in_progress")])
+    assert rev is not None
+    assert rev.dps_steps == {"EnrollmentDisabled"}
+
+
+@pytest.mark.parametrize(("lifts", "status"), [("ev-stolen", "completed")])
+def test_a_completed_forced_found_lifts_the_theft(lifts, status):
+    assert one_way_in_force([_found_record("ev-f", lifts=lifts, status=status), _theft()]) is None
+
+
+def test_a_forced_found_that_did_not_complete_does_not_lift_the_theft():
+    assert one_way_in_force([_found_record("ev-f", lifts="ev-stolen", status="failed"), _theft()]) is not None
+
+
+def test_a_refused_theft_is_not_one_way():
+    assert one_way_in_force([_theft(status="refused")]) is None
+
+
+def test_check_one_way_flags_an_enabled_enrollment_and_an_enabled_hub_identity():
+    rev = one_way_in_force([_theft()])
+    assert rev is not None
+    own = IndividualEnrollment("dev-1", AttestationType.TPM, ENABLED)
+    devices = [HubDevice("hub-a", "dev-1", HubDeviceStatus.ENABLED)]
+    found = check_one_way(rev, own, devices)
+    assert {(f.check, f.resource) for f in found} == {
+        (CheckId.ONE_WAY_REVOCATION_UNDONE, "dev-1"), (CheckId.ONE_WAY_REVOCATION_UNDONE, "hub-a/dev-1")}
+    assert all(f.severity is Severity.CRITICAL and f.event_id == "ev-stolen" for f in found)
+    disabled = IndividualEnrollment("dev-1", AttestationType.TPM, DISABLED)
+    assert check_one_way(rev, disabled, [HubDevice("hub-a", "dev-1", HubDeviceStatus.DISABLED)]) == []
+
+
+def test_an_unfinished_event_is_stuck_only_past_the_threshold():
+    record = replace(_record("lost", status="in_progress"), updated_at="2026-06-01T10:30:00Z")
+    [f] = check_stuck(record, NOW, timedelta(hours=1))
+    assert (f.check, f.resource, f.severity) == (CheckId.EVENT_STUCK, "ev-1", Severity.HIGH)
+    assert check_stuck(record, NOW, timedelta(hours=2)) == []
+    assert check_stuck(replace(record, status="completed"), NOW, timedelta(hours=1)) == []

@@ -1,6 +1,6 @@
 """run_audit against the port fakes: create drift, the audit reports exactly it; remediation fixes it.
 
-Revocations are made by the real engine (``unprovision.orchestrator.apply`` with the real planner) so the
+Revocations are made by the real engine (``unprovision.engine.core.Engine`` with the real planner) so the
 journal holds what production would write; drift is then made behind the app's back, as a portal user would.
 """
 
@@ -18,7 +18,8 @@ from shared.adapters.audit_memory import (
     InMemorySuppressionStore,
 )
 from shared.adapters.journal_memory import InMemoryJournal
-from shared.audit import AuditReport, CheckId
+from shared.audit import CheckId
+from shared.audit_report import AuditReport
 from shared.certs import parse_pem
 from shared.events import parse_event
 from shared.model import (
@@ -29,11 +30,21 @@ from shared.model import (
     ProvisioningStatus,
 )
 from shared.policy import DEFAULT_POLICY
-from shared.ports import SuppressionRecord
-from tests.fakes import FakeClock, FakeDeviceRegistries, FakeDeviceRegistry, FakeProvisioningService
+from shared.ports import AuditLeaseRecord, SuppressionRecord
+from tests.fakes import (
+    FakeClock,
+    FakeDeviceRegistries,
+    FakeDeviceRegistry,
+    FakeProvisioningService,
+    InMemoryAuditLease,
+    RecordingWorkQueue,
+)
 from tests.support.certs import make_ca, make_intermediate
-from unprovision import orchestrator
-from unprovision.audit import AuditSettings, run_audit
+from unprovision.audit.requests import AuditService
+from unprovision.audit.run import AuditPorts, run_audit
+from unprovision.audit.settings import AuditSettings
+from unprovision.engine.core import Engine
+from unprovision.group.inprocess import GroupWork
 from unprovision.throttle import HubBudget, InMemoryRateLimiter
 
 HUB = "hub-a.example.net"
@@ -60,10 +71,13 @@ class Fleet:
         self.dps.add_registration("own1", HUB)
         self.hub.add_device("own1")
 
+        self.engine = Engine(dps=self.dps, registries=self.registries, journal=self.journal,
+                             policy=DEFAULT_POLICY, group_work=GroupWork(),
+                             force_sources=frozenset({"admin"}))
+        self.hub_limiter = InMemoryRateLimiter({HUB: HubBudget(10_000, 10_000)})
+
     def apply(self, event: Any) -> Any:
-        return orchestrator.apply(
-            event, dps=self.dps, registries=self.registries, journal=self.journal, policy=DEFAULT_POLICY
-        )
+        return self.engine.apply(event)
 
     def revoke(self, target: str, event_type: str = "lost", event_id: str | None = None) -> None:
         body = {
@@ -76,20 +90,16 @@ class Fleet:
         outcome = self.apply(parse_event(body))
         assert self.journal.get(body["eventId"]).status == "completed", outcome
 
-    def audit(self, *, remediate: bool = False, now: datetime = NOW, **kw: Any) -> AuditReport:
-        return run_audit(
-            dps=self.dps,
-            registries=self.registries,
-            journal=self.journal,
-            poison=self.poison,
-            reports=self.reports,
-            suppressions=self.suppressions,
-            now=now,
-            settings=kw.pop("settings", SETTINGS),
-            remediate=remediate,
-            apply_fn=self.apply,
-            **kw,
+    def ports(self, **kw: Any) -> AuditPorts:
+        return AuditPorts(
+            dps=self.dps, registries=self.registries, journal=self.journal, reports=self.reports,
+            suppressions=self.suppressions, poison_queues=kw.pop("poison_queues", (self.poison,)),
+            hub_limiter=kw.pop("hub_limiter", self.hub_limiter), apply=self.apply,
+            settings=kw.pop("settings", SETTINGS), **kw,
         )
+
+    def audit(self, *, remediate: bool = False, now: datetime = NOW, **kw: Any) -> AuditReport:
+        return run_audit(self.ports(**kw), now=now, remediate_findings=remediate)
 
 
 def _found(report: AuditReport) -> set[tuple[str, str]]:
@@ -268,14 +278,14 @@ def test_findings_are_capped_per_check_with_exact_counts(fleet):
     assert all("not confirmed" not in f.evidence for f in report.findings)  # the listed ones were point-read
 
 
-def test_listing_pages_and_point_reads_spend_from_the_rate_limiter(fleet):
+def test_hub_page_reads_are_paid_from_the_shared_per_hub_registry_budget(fleet):
     for i in range(250):
         fleet.dps.add_registration(f"m{i}", HUB, group_id="grp")
         fleet.hub.add_device(f"m{i}")
     clock = FakeClock()
-    budgets = {f"{HUB}#query": HubBudget(ops_per_minute=1, burst=1), "dps": HubBudget(1000, 1000)}
-    limiter = InMemoryRateLimiter(budgets, clock=clock)
-    report = fleet.audit(rate_limiter=limiter, sleep=clock.sleep)
+    # the app's shared per-hub registry budget: 5 tokens per query page, refilled at 5 a minute
+    limiter = InMemoryRateLimiter({HUB: HubBudget(ops_per_minute=5, burst=5)}, clock=clock)
+    report = fleet.audit(hub_limiter=limiter, sleep=clock.sleep)
     assert report.findings == ()
     # 254 hub devices in pages of 100: 3 queries, of which the 2nd and 3rd wait a minute each
     assert sum(clock.slept) == pytest.approx(120.0)
@@ -292,24 +302,16 @@ def test_a_failing_check_is_reported_and_the_others_still_run(fleet):
     assert ("POISON_MESSAGES_PENDING", "lifecycle-poison") in _found(report)
 
 
-def _cli(fleet: Fleet, *argv: str) -> tuple[int, str]:
+def _cli(fleet: Fleet, *argv: str, lease: InMemoryAuditLease | None = None) -> tuple[int, str]:
     import io
-    from types import SimpleNamespace
 
     from unprovision.cli import build_parser
     from unprovision.commands import audit as command
 
-    services = SimpleNamespace(
-        dps=fleet.dps,
-        registries=fleet.registries,
-        journal=fleet.journal,
-        poison=fleet.poison,
-        reports=fleet.reports,
-        suppressions=fleet.suppressions,
-    )
+    service = AuditService(fleet.ports(), lease or InMemoryAuditLease(), RecordingWorkQueue())
     out = io.StringIO()
     args = build_parser().parse_args(["audit", *argv])
-    return command.run(args, services=services, now=NOW, out=out), out.getvalue()
+    return command.run(args, service=service, now=NOW, out=out), out.getvalue()
 
 
 def test_cli_suppress_then_audit_reports_it_suppressed_and_lists_it(fleet):
@@ -378,3 +380,87 @@ def test_a_holding_group_revocation_is_clean_whatever_it_did_to_the_devices(flee
     report = fleet.audit()
     assert report.findings == ()
     assert report.errors == ()
+
+
+def _event(event_id: str, event_type: str, target: str, **extra: Any) -> Any:
+    return parse_event({"eventId": event_id, "type": event_type, "registrationId": target,
+                        "occurredAt": "2026-05-01T00:00:00Z", "source": "tracker", **extra})
+
+
+def test_an_old_unforced_found_that_undid_a_theft_is_flagged_and_re_revoked(fleet):
+    # issue #11 item 2 as older code left it: stolen, lost, then a found that completed without force.
+    fleet.revoke("own1", event_type="stolen", event_id="ev-stolen")
+    fleet.revoke("own1", event_type="lost", event_id="ev-lost")
+    journal = fleet.journal
+    journal.begin("ev-found", event_type="found", target="own1", source="tracker", correlation_id="c",
+                  plan={"eventId": "ev-found", "eventType": "found", "target": "own1", "steps": []})
+    journal.finish("ev-found", "completed")
+    fleet.dps.set_enrollment_status("own1", ProvisioningStatus.ENABLED)
+    fleet.hub.enable("own1")
+    report = fleet.audit(remediate=True)
+    assert _found(report) == {("ONE_WAY_REVOCATION_UNDONE", "own1"),
+                              ("ONE_WAY_REVOCATION_UNDONE", f"{HUB}/own1")}
+    assert [(r.original_event_id, r.status) for r in report.remediations] == [("ev-stolen", "completed")]
+    assert fleet.dps.enrollments["own1"].status == ProvisioningStatus.DISABLED
+    assert fleet.hub.devices["own1"].status == HubDeviceStatus.DISABLED
+
+
+def test_a_theft_lifted_by_a_completed_forced_found_is_not_flagged(fleet):
+    fleet.revoke("own1", event_type="stolen", event_id="ev-stolen")
+    outcome = fleet.apply(_event("ev-found", "found", "own1", force=True, source="admin"))
+    assert fleet.journal.get("ev-found").status == "completed", outcome
+    assert fleet.audit().findings == ()
+
+
+def test_an_event_left_in_progress_past_the_threshold_is_reported_stuck(fleet):
+    fleet.journal.begin("ev-stuck", event_type="lost", target="d1", source="tracker", correlation_id="c",
+                        plan={})
+    fleet.journal.finish("ev-stuck", "in_progress")
+    later = datetime.now(UTC) + timedelta(hours=2)
+    report = fleet.audit(now=later)
+    assert ("EVENT_STUCK", "ev-stuck") in _found(report)
+    assert ("EVENT_STUCK", "ev-stuck") not in _found(fleet.audit(now=datetime.now(UTC)))
+
+
+def test_every_poison_queue_the_app_owns_is_reported(fleet):
+    lifecycle, work = InMemoryPoisonQueue("device-lifecycle-poison"), InMemoryPoisonQueue(
+        "device-lifecycle-work-poison")
+    work.add("batch-1", '{"eventId": "grp-1"}')
+    lifecycle.add("m-1")
+    report = fleet.audit(poison_queues=(lifecycle, work))
+    assert _found(report) == {("POISON_MESSAGES_PENDING", "device-lifecycle-poison"),
+                              ("POISON_MESSAGES_PENDING", "device-lifecycle-work-poison")}
+
+
+def test_remediation_goes_through_the_apply_the_caller_passes(fleet):
+    fleet.revoke("own1")
+    fleet.dps.set_enrollment_status("own1", ProvisioningStatus.ENABLED)
+    seen: list[Any] = []
+
+    def apply(event: Any) -> Any:
+        seen.append(event)
+        return fleet.apply(event)
+
+    report = run_audit(replace(fleet.ports(), apply=apply), now=NOW, remediate_findings=True)
+    assert [(e.type.value, e.source, e.target) for e in seen] == [("lost", "audit", "own1")]
+    assert report.remediations[0].status == "completed"
+
+
+def test_the_cli_refuses_to_run_beside_another_audit(fleet, capsys):
+    lease = InMemoryAuditLease()
+    lease.claim(AuditLeaseRecord("20260601T115900Z-0000abcd", "running", False, "2026-06-01T11:59:00Z",
+                                 "2026-06-01T13:59:00Z"), "2026-06-01T11:59:00Z")
+    code, _ = _cli(fleet, lease=lease)
+    assert code == 5
+    assert "20260601T115900Z-0000abcd" in capsys.readouterr().err
+
+
+def test_stolen_found_lost_found_through_the_engine_leaves_the_device_revoked(fleet):
+    # issue #11 item 2, end to end on the fakes: the second unforced found must be refused as well.
+    fleet.revoke("own1", event_type="stolen", event_id="ev-stolen")
+    assert str(fleet.apply(_event("ev-found-1", "found", "own1")).status) == "refused"
+    fleet.apply(_event("ev-lost", "lost", "own1"))
+    assert str(fleet.apply(_event("ev-found-2", "found", "own1")).status) == "refused"
+    assert fleet.dps.enrollments["own1"].status == ProvisioningStatus.DISABLED
+    assert fleet.hub.devices["own1"].status == HubDeviceStatus.DISABLED
+    assert fleet.audit().findings == ()

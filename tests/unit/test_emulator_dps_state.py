@@ -64,6 +64,10 @@ def register(service: DpsService, reg_id: str, headers: dict[str, str]) -> tuple
     try:
         service.authorize(request)
         response = service.router.dispatch(request)
+        if response.status == 202:  # DPS flow: 202 assigning, then the operation-status GET
+            path = f"/{SCOPE}/registrations/{reg_id}/operations/{response.body['operationId']}"
+            poll = Request("GET", path, {"api-version": "2021-06-01"}, dict(headers), b"")
+            response = service.router.dispatch(poll)
     except ServiceError as err:
         return err.status, {}
     return response.status, response.body

@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 
+from shared.adapters.journal_format import BODY_LIMIT
 from shared.errors import Rejected
-from shared.events import EventType, parse_event, schema_text
+from shared.events import (
+    MAX_BODY_UNITS,
+    MAX_JSON_DEPTH,
+    EventType,
+    claimed_event_id,
+    parse_event,
+    parse_event_body,
+    schema_text,
+)
 from tests.support.certs import make_ca, make_leaf
 
 PAYLOADS = Path(__file__).parent / "payloads"
@@ -198,3 +208,98 @@ def test_schema_rejects_unknown_fields_and_requires_a_target():
     assert schema["additionalProperties"] is False
     assert {"eventId", "type", "occurredAt", "source"} <= set(schema["required"])
     assert {"required": ["registrationId"]} in schema["oneOf"]
+
+
+def rejection_of(body: bytes | str) -> dict[str, str]:
+    with pytest.raises(Rejected) as info:
+        parse_event_body(body)
+    return {e.field: e.reason for e in info.value.errors}
+
+
+def test_parse_event_body_takes_bytes_and_text():
+    text = json.dumps(base())
+    assert parse_event_body(text) == parse_event_body(text.encode()) == parse_event(base())
+
+
+@pytest.mark.parametrize("opening", ["[", '{"a":'])
+def test_deeply_nested_json_is_rejected_with_a_field_error_not_a_recursion_error(opening):
+    assert "nested deeper than" in rejection_of(opening * 10_000)["$"]
+
+
+def test_nesting_up_to_the_limit_is_only_a_field_problem():
+    deepest = json.loads("[" * (MAX_JSON_DEPTH - 1) + "]" * (MAX_JSON_DEPTH - 1))
+    body = json.dumps({**base(), "extra": deepest})
+    assert set(rejection_of(body)) == {"extra"}
+
+
+def test_brackets_inside_strings_do_not_count_as_nesting():
+    assert parse_event_body(json.dumps(base(note="[" * 100 + '\\"{'))).note == "[" * 100 + '\\"{'
+
+
+def test_invalid_utf8_is_rejected_not_replaced():
+    body = json.dumps(base(eventId="evt-@")).encode().replace(b"@", b"\xff")  # old code: "evt-\ufffd"
+    assert "not valid UTF-8" in rejection_of(body)["$"]
+
+
+def test_utf16_bodies_are_not_guessed_into_events():
+    assert "not valid UTF-8" in rejection_of(json.dumps(base()).encode("utf-16"))["$"]
+
+
+def test_escaped_unpaired_surrogates_are_rejected():
+    assert "surrogate" in rejection_of(json.dumps(base(eventId="evt-\ud800")))["eventId"]
+
+
+def test_text_with_a_raw_unpaired_surrogate_is_rejected():
+    body = json.dumps(base(), ensure_ascii=False).replace("evt-1", "evt-\ud800")
+    assert "unpaired surrogate" in rejection_of(body)["$"]
+
+
+def test_duplicate_keys_are_rejected_so_every_reader_sees_one_event():
+    body = json.dumps(base())[:-1] + ', "eventId": "evt-2"}'
+    assert rejection_of(body) == {"eventId": "duplicate key"}
+
+
+def test_body_size_is_counted_in_utf16_units_as_table_storage_does():
+    emoji = "\U0001F600"
+    body = json.dumps(base(note=emoji * (MAX_BODY_UNITS // 2)), ensure_ascii=False)
+    assert len(body) < MAX_BODY_UNITS, "fewer code points than the limit..."
+    assert "UTF-16 code units" in rejection_of(body)["$"], "...but more UTF-16 units"
+    assert "UTF-16 code units" in rejection_of(body.encode())["$"]
+
+
+def test_every_body_within_the_size_limit_is_journaled_whole():
+    assert MAX_BODY_UNITS <= BODY_LIMIT
+
+
+@pytest.mark.parametrize(
+    "bad_id", [".", "..", "a/b", "..%2F", "a\\b", "a?b", "a#b", "100%", "a\x85b", "a\x00"],
+)
+def test_event_ids_that_are_not_url_path_segments_are_rejected(bad_id):
+    assert set(rejection_of(json.dumps(base(eventId=bad_id)))) == {"eventId"}
+
+
+@pytest.mark.parametrize("good_id", ["...", "a.b", "evt 1", "évé-1", "a:b@c+d=e", "x" * 128])
+def test_event_ids_that_are_path_segments_pass(good_id):
+    assert parse_event_body(json.dumps(base(eventId=good_id))).event_id == good_id
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (json.dumps(base(type="nonsense")), "evt-1"),
+        (json.dumps(base(eventId="..")), None),
+        ("[" * 10_000, None),
+        (b'{"eventId": "evt-\xff"}', None),
+        ("not json", None),
+    ],
+)
+def test_claimed_event_id_never_raises_and_names_only_usable_ids(body, expected):
+    assert claimed_event_id(body) == expected
+
+
+def test_schema_refuses_event_ids_that_are_not_path_segments():
+    event_id = json.loads(schema_text())["properties"]["eventId"]
+    assert event_id["not"] == {"enum": [".", ".."]}
+    pattern = re.compile(event_id["pattern"])
+    assert pattern.match("evt-1")
+    assert not any(pattern.match(f"a{c}b") for c in "/\\?#%\x00\x7f")

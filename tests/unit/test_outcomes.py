@@ -20,7 +20,9 @@ from shared.errors import (
 )
 from shared.plan import Plan, Step, StepKind
 from shared.ports import EventRecord, StepRecord
-from unprovision.outcomes import Outcome, StepResult, classify, http_status, plan_to_dict
+from shared.plan import plan_to_dict
+from shared.ports import StepRecord
+from unprovision.outcomes import Outcome, classify, http_status
 
 
 @pytest.mark.parametrize(
@@ -74,7 +76,7 @@ def _plan() -> Plan:
 
 
 def test_outcome_to_dict_is_json_and_leaves_out_empty_fields() -> None:
-    step = StepResult(0, "EnrollmentDisabled", "dev-1", "done", after="disabled")
+    step = StepRecord(0, "EnrollmentDisabled", "dev-1", "done", after="disabled")
     outcome = Outcome("e-1", "completed", (step,), ("w1",), _plan())
     data = json.loads(json.dumps(outcome.to_dict()))
     assert data["eventId"] == "e-1"

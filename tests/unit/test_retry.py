@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-from shared.adapters.retry import Retrier, RetryPolicy, call_with_retry, retries_enabled, retries_off
+from shared.adapters.retry import Retrier, RetryPolicy, retries_enabled, retries_off
 from shared.errors import AuthFailed, NotFound, PreconditionFailed, Throttled, Transient
 
 
@@ -139,12 +139,12 @@ def test_each_retry_is_logged_with_the_operation_and_attempt(caplog: pytest.LogC
     assert any("hub get device" in m and "attempt 1" in m for m in messages)
 
 
-def test_call_with_retry_uses_the_given_retrier() -> None:
-    r, t = retrier()
-    fn, calls = flaky([Transient("x")])
-    assert call_with_retry(fn, name="op", retrier=r) == "ok"
+def test_a_transient_error_with_a_retry_after_is_waited_for_too() -> None:
+    r, t = retrier(RetryPolicy(wait_initial=0.01, wait_max=0.01))
+    fn, calls = flaky([Transient("503", retry_after=2.0)])
+    assert r.call(fn, name="op") == "ok"
     assert calls[0] == 2
-    assert len(t.sleeps) == 1
+    assert t.sleeps == [2.0]
 
 
 @pytest.mark.parametrize("kwargs", [{"attempts": 0}, {"timeout": 0}, {"wait_initial": -1.0}])

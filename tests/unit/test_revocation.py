@@ -19,9 +19,8 @@ from shared.model import (
     ProvisioningStatus,
     RegistrationState,
 )
-from shared.plan import Service, StepKind
+from shared.plan import Service, StepKind, plan_from_dict, plan_to_dict
 from shared.policy import DEFAULT_POLICY, load_policy
-from shared.plan import plan_from_dict, plan_to_dict
 from shared.revocation import plan_revocation
 from tests.support.certs import make_ca, make_intermediate, make_leaf
 
@@ -357,14 +356,31 @@ def test_default_status_reason_fits_the_hub_limit():
     assert len(plan.steps[-1].params["statusReason"]) == 128
 
 
-def test_blocking_enrollment_uses_the_leaf_cn_and_warns_on_mismatch():
-    plan = plan_revocation(
-        event("lost", "other-name", certificate=LEAF.pem),
-        DEFAULT_POLICY,
-        device("other-name", None, [INTER_G], via="inter-g"),
-    )
-    assert plan.steps[0].target == "dev-x509"
-    assert any("differs" in w for w in plan.warnings)
+def test_a_certificate_of_another_device_is_refused_and_blocks_nobody():
+    # lost for "other-name" carrying dev-x509's certificate: blocking dev-x509 would lock out an innocent
+    # device and leave "other-name" enrolled (issue #11, item 6).
+    snap = InventorySnapshot(registration=reg("other-name", via="inter-g"), groups=(INTER_G,),
+                             hub_device=hubdev("other-name"))
+    plan = plan_revocation(event("lost", "other-name", certificate=LEAF.pem), DEFAULT_POLICY, snap)
+    assert plan.refused
+    assert plan.steps == ()
+    assert "'dev-x509'" in (plan.refusal or "")
+    assert "'other-name'" in (plan.refusal or "")
+
+
+def test_a_certificate_of_another_unregistered_device_is_refused_too():
+    plan = plan_revocation(event("stolen", "other-name", certificate=LEAF.pem), DEFAULT_POLICY,
+                           InventorySnapshot(groups=(INTER_G,)))
+    assert plan.refused
+    assert "CN 'dev-x509'" in (plan.refusal or "")
+
+
+def test_the_devices_own_certificate_blocks_it_by_its_cn_whatever_the_case():
+    snap = InventorySnapshot(registration=reg("DEV-X509", via="inter-g"), groups=(INTER_G,))
+    plan = plan_revocation(event("lost", "DEV-X509", certificate=LEAF.pem), DEFAULT_POLICY, snap)
+    block = plan.steps[0]
+    assert (block.kind, block.target, block.params["attestation"]) == (
+        K.BLOCKING_ENROLLMENT_CREATED, "DEV-X509", "x509")
 
 
 def test_event_device_id_differing_from_the_assigned_one_is_warned():

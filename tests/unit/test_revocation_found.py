@@ -18,6 +18,7 @@ from shared.model import (
 from shared.plan import StepKind as K
 from shared.policy import DEFAULT_POLICY
 from shared.revocation import plan_revocation
+from shared.revocation_found import LIFTS_PARAM, lifts_one_way
 
 HUB = "hub-us.azure-devices.net"
 DISABLED = ProvisioningStatus.DISABLED
@@ -95,7 +96,7 @@ def test_block_from_an_earlier_theft_is_not_lifted_by_undoing_a_later_lost():
     history = [LOST_MEMBER, STOLEN_MEMBER]  # newest first: the lost's block was already there (already_done)
     plan = plan_revocation(found(), DEFAULT_POLICY, snapshot(history, blocking_marker="evt-stolen"))
     assert plan.refused
-    assert "stolen event evt-stolen" in plan.refusal
+    assert "stolen (event evt-stolen)" in plan.refusal
 
 
 def test_block_created_by_an_unknown_event_is_left_in_place():
@@ -130,3 +131,56 @@ def test_found_when_the_disabled_enrollment_is_gone_is_refused_if_nothing_is_lef
     plan = plan_revocation(found(), DEFAULT_POLICY, snapshot(history, enrollment=False))
     assert plan.refused
     assert any("no longer exists" in w for w in plan.warnings)
+
+
+STOLEN_OWN = past("evt-stolen", "stolen", K.ENROLLMENT_DISABLED, K.HUB_IDENTITY_DISABLED)
+REFUSED_FOUND = PastRevocation("evt-found-1", "found", (), status="refused")
+LOST_NOTHING = past("evt-lost-2", "lost")  # every step already_done: nothing applied
+
+
+def test_an_unforced_found_after_stolen_then_lost_is_refused():
+    # issue #11 item 2: stolen, found (refused), lost (already_done), found -> must stay refused.
+    history = [LOST_NOTHING, REFUSED_FOUND, STOLEN_OWN]
+    plan = plan_revocation(found(), DEFAULT_POLICY, snapshot(history))
+    assert plan.refused
+    assert "force=true" in (plan.refusal or "")
+
+
+def test_an_unforced_found_after_a_theft_still_in_progress_is_refused():
+    history = [LOST_OWN, PastRevocation("evt-stolen", "stolen", (K.ENROLLMENT_DISABLED.value,),
+                                        status="in_progress")]
+    assert plan_revocation(found(), DEFAULT_POLICY, snapshot(history)).refused
+
+
+def test_a_refused_theft_is_not_one_way():
+    history = [LOST_OWN, PastRevocation("evt-stolen", "stolen", (), status="refused")]
+    plan = plan_revocation(found(), DEFAULT_POLICY, snapshot(history))
+    assert [s.kind for s in plan.steps] == [K.ENROLLMENT_REENABLED, K.HUB_IDENTITY_REENABLED]
+
+
+def test_a_forced_found_undoes_everything_since_the_theft_and_names_it():
+    history = [LOST_NOTHING, REFUSED_FOUND, STOLEN_OWN]
+    plan = plan_revocation(found(force=True), DEFAULT_POLICY, snapshot(history))
+    assert [s.kind for s in plan.steps] == [K.ENROLLMENT_REENABLED, K.HUB_IDENTITY_REENABLED]
+    assert {s.params[LIFTS_PARAM] for s in plan.steps} == {"evt-stolen"}
+    assert lifts_one_way(plan)
+
+
+def test_after_a_completed_forced_found_a_later_lost_is_undone_without_force():
+    lifted = PastRevocation("evt-f", "found", (K.ENROLLMENT_REENABLED.value,), forced=True)
+    history = [LOST_OWN, lifted, STOLEN_OWN]
+    plan = plan_revocation(found(), DEFAULT_POLICY, snapshot(history))
+    assert not plan.refused
+    assert not lifts_one_way(plan)
+
+
+def test_a_forced_found_lifts_a_block_this_app_placed_under_another_devices_event():
+    # issue #11 item 6: the device has no history of its own, only a blocking enrollment with our marker.
+    plan = plan_revocation(found(force=True), DEFAULT_POLICY, snapshot([], blocking_marker="evt-other"))
+    assert [s.kind for s in plan.steps] == [K.BLOCKING_ENROLLMENT_REMOVED]
+    assert plan.steps[0].params["marker"] == "evt-other"
+
+
+def test_an_unforced_found_leaves_a_foreign_block_alone():
+    plan = plan_revocation(found(), DEFAULT_POLICY, snapshot([], blocking_marker="evt-other"))
+    assert plan.refused

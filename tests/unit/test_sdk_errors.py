@@ -14,7 +14,8 @@ from provisioningserviceclient.protocol import ProvisioningServiceClient as Gene
 from provisioningserviceclient.protocol.models import ProvisioningServiceErrorDetailsException
 from provisioningserviceclient.utils.auth import ConnectionStringAuthentication
 
-from shared.adapters.sdk_errors import deleted, guarded, parse_retry_after, sanitize, translate
+from shared.adapters.http_status import parse_retry_after
+from shared.adapters.sdk_errors import deleted, guarded, sanitize, translate
 from shared.errors import (
     AuthFailed,
     Conflict,
@@ -75,6 +76,7 @@ STATUS_TABLE = [
     (503, Transient),
     (408, Transient),
     (400, Permanent),
+    (501, Permanent),  # never heals: not worth a retry
     (413, Permanent),
 ]
 

@@ -216,7 +216,8 @@ def test_the_committed_sample_documents_every_setting_and_loads() -> None:
     document = json.loads((REPO / "local.settings.sample.json").read_text())
     values = document["Values"]
     names = [v for k, v in vars(s).items() if k.isupper() and k == v]
-    assert len(names) == 17
+    assert s.FORCE_SOURCES in names
+    assert len(names) >= 18  # other settings may join; none may vanish
     missing = [name for name in names if name not in values]
     assert missing == []
     settings = Settings.from_mapping(values)
@@ -230,3 +231,22 @@ def test_a_table_prefix_that_would_make_an_invalid_table_name_is_refused() -> No
     with pytest.raises(SettingsError) as caught:
         Settings.from_mapping({s.JOURNAL_TABLE_PREFIX: "run-7"})
     assert s.JOURNAL_TABLE_PREFIX in str(caught.value)
+
+
+def test_force_sources_default_to_none_so_no_queue_message_may_force() -> None:
+    assert Settings.from_mapping({}).force_sources == frozenset()
+    assert Settings.from_mapping({s.FORCE_SOURCES: " , "}).force_sources == frozenset()
+
+
+def test_force_sources_are_a_comma_separated_exact_match_list() -> None:
+    settings = Settings.from_mapping({s.FORCE_SOURCES: " asset-tracker , Security Desk ,,asset-tracker"})
+    assert settings.force_sources == frozenset({"asset-tracker", "Security Desk"})
+    assert "security desk" not in settings.force_sources, "a trust list is not case-folded"
+    assert "asset-tracker" in repr(settings)
+
+
+@pytest.mark.parametrize("value", ["tracker,bad\x01source", "x" * 129])
+def test_malformed_force_sources_name_the_setting(value: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_mapping({s.FORCE_SOURCES: value})
+    assert caught.value.setting == s.FORCE_SOURCES

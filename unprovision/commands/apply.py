@@ -13,14 +13,13 @@ import argparse
 import json
 import os
 import sys
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO
 
 from shared.adapters.settings import DEV_STORAGE, HOST_STORAGE, Settings, from_emulator, load_local_settings
 from shared.errors import FieldError, Rejected
 from unprovision.commands.plan import render_plan
-from unprovision.groupwork import Progress
+from unprovision.group.inprocess import Progress
 from unprovision.outcomes import Outcome, classify
 
 NAME = "apply"
@@ -62,7 +61,7 @@ def build(args: argparse.Namespace) -> Any:
     """Services for a CLI run: group work in process (no work queue)."""
     from unprovision import wiring
 
-    return replace(wiring.build_services(load_settings(args)), work_queue=None)
+    return wiring.build_services(load_settings(args)).in_process()
 
 
 class ProgressBar:

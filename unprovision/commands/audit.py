@@ -1,9 +1,10 @@
 """``audit [--remediate] [--json]``: check that revocations still hold; ``audit suppress|suppressions``.
 
-The same audit as the timer and ``POST /api/audit`` (``unprovision.audit.run_audit``), on the ports that
-``unprovision.wiring.build_services(settings)`` builds from the app settings (environment, or an emulator's
-``emulator.json`` with ``--emulator PATH``). Exit codes: 0 clean, 2 invalid input, 4 findings (or a check
-that could not run) remain after the run.
+The same audit as the timer and ``POST /api/audit`` (``unprovision.audit.run.run_audit``), under the same
+one-at-a-time lease, on what ``unprovision.wiring.build_audit`` builds from the app settings (environment, or
+an emulator's ``emulator.json`` with ``--emulator PATH``); remediation goes through the app's engine. Exit
+codes: 0 clean, 2 invalid input, 4 findings (or a check that could not run) remain after the run, 5 another
+audit is queued or running.
 
     python -m unprovision audit --json
     python -m unprovision audit suppress HUB_DEVICE_WITHOUT_REGISTRATION hub.example/lab-1 \\
@@ -19,12 +20,15 @@ import sys
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from shared.audit import CheckId, parse_time, render_table
-from shared.ports import SuppressionRecord
+from shared.audit import CheckId, parse_time
+from shared.audit_report import render_table
+from shared.ports import SuppressionRecord, SuppressionStore
+from unprovision.audit.requests import AuditService, run_exclusive
+from unprovision.audit.run import new_report_id
 from unprovision.commands.apply import add_connection_options, load_settings
 
 NAME = "audit"
-EXIT_OK, EXIT_INVALID, EXIT_FINDINGS = 0, 2, 4
+EXIT_OK, EXIT_INVALID, EXIT_FINDINGS, EXIT_BUSY = 0, 2, 4, 5
 MAX_REASON, MAX_RESOURCE = 256, 300
 
 
@@ -49,9 +53,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return parser
 
 
-def run(args: argparse.Namespace, *, services: Any = None, now: datetime | None = None,
+def run(args: argparse.Namespace, *, service: AuditService | None = None, now: datetime | None = None,
         out: TextIO = sys.stdout) -> int:
-    """``services`` and ``now`` are injectable for tests; by default from the settings and the clock."""
+    """``service`` and ``now`` are injectable for tests; by default from the settings and the clock."""
     moment = now or datetime.now(UTC)
     action = getattr(args, "audit_action", None)
     if action == "suppress":
@@ -59,55 +63,35 @@ def run(args: argparse.Namespace, *, services: Any = None, now: datetime | None 
         if problem:
             _say(sys.stderr, f"invalid input: {problem}")
             return EXIT_INVALID
-    settings = None
-    if services is None:
-        settings = _settings(args)
-        from unprovision import wiring
-
-        services = wiring.build_services(settings)
+    audit = service or _build(args)
+    suppressions = audit.ports.suppressions
     if action == "suppress":
-        return _suppress(args, services, moment, out)
+        return _suppress(args, suppressions, moment, out)
     if action == "unsuppress":
-        removed = services.suppressions.delete(args.check, args.resource)
+        removed = suppressions.delete(args.check, args.resource)
         _say(out, "removed" if removed else "no such suppression")
         return EXIT_OK
     if action == "suppressions":
-        return _list(args, services, moment, out)
-    return _audit(args, services, settings, moment, out)
+        return _list(args, suppressions, moment, out)
+    return _audit(args, audit, moment, out)
 
 
-def _settings(args: argparse.Namespace) -> Any:
-    # One way to read settings for every command: --settings, --emulator, then the environment.
-    return load_settings(args)
+def _build(args: argparse.Namespace) -> AuditService:
+    """From ``--settings``, ``--emulator`` or the environment, like every command."""
+    from unprovision import wiring
+
+    return wiring.build_audit(wiring.build_services(load_settings(args)))
 
 
-def _audit(args: argparse.Namespace, services: Any, settings: Any, now: datetime, out: TextIO) -> int:
-    from unprovision.audit import run_audit
-
-    report = run_audit(
-        dps=services.dps, registries=services.registries, journal=services.journal,
-        poison=getattr(services, "poison", None), reports=services.reports,
-        suppressions=services.suppressions,
-        now=now, settings=settings or {}, remediate=args.remediate,
-        apply_fn=_apply_fn(services, settings) if args.remediate else None,
-    )
+def _audit(args: argparse.Namespace, service: AuditService, now: datetime, out: TextIO) -> int:
+    report = run_exclusive(service, new_report_id(now), remediate=args.remediate, now=now)
+    if report is None:
+        held = service.lease.current()
+        _say(sys.stderr, f"another audit is {held.state if held else 'running'}: "
+                         f"{held.audit_id if held else 'unknown'}; try again when it has finished")
+        return EXIT_BUSY
     _say(out, json.dumps(report.to_json(), indent=2) if args.json else render_table(report))
     return EXIT_FINDINGS if report.findings or report.errors else EXIT_OK
-
-
-def _apply_fn(services: Any, settings: Any) -> Any:
-    """The engine with the configured policy and notifier, so audit remediations are reported like events."""
-    from shared.policy import load_policy
-    from unprovision import orchestrator
-
-    policy = load_policy(getattr(settings, "policy_override", None))
-
-    def apply(event: Any) -> Any:
-        return orchestrator.apply(event, dps=services.dps, registries=services.registries,
-                                  journal=services.journal, policy=policy,
-                                  notifier=getattr(services, "notifier", None))
-
-    return apply
 
 
 def _until(text: str) -> datetime:
@@ -128,17 +112,17 @@ def _suppression_problem(args: argparse.Namespace, now: datetime) -> str | None:
     return "until: must be in the future" if until <= now else None
 
 
-def _suppress(args: argparse.Namespace, services: Any, now: datetime, out: TextIO) -> int:
+def _suppress(args: argparse.Namespace, store: SuppressionStore, now: datetime, out: TextIO) -> int:
     until = _until(args.until).astimezone(UTC).isoformat().replace("+00:00", "Z")
     record = SuppressionRecord(args.check, args.resource, until, args.reason.strip(),
                                created_at=now.isoformat().replace("+00:00", "Z"))
-    services.suppressions.put(record)
+    store.put(record)
     _say(out, f"suppressed {record.check} {record.resource} until {record.until}")
     return EXIT_OK
 
 
-def _list(args: argparse.Namespace, services: Any, now: datetime, out: TextIO) -> int:
-    items = list(services.suppressions.iter_all())
+def _list(args: argparse.Namespace, store: SuppressionStore, now: datetime, out: TextIO) -> int:
+    items = list(store.iter_all())
     if args.json:
         docs = [{**s.__dict__, "expired": parse_time(s.until) <= now} for s in items]
         _say(out, json.dumps(docs, indent=2))

@@ -16,9 +16,8 @@ from typing import Any, TextIO
 from shared.errors import Rejected
 from shared.events import parse_event
 from shared.inventory_file import parse_inventory, select_snapshot
-from shared.plan import Plan
+from shared.plan import Plan, plan_to_dict
 from shared.policy import load_policy
-from shared.plan import plan_to_dict
 from shared.revocation import plan_revocation
 
 NAME = "plan"

@@ -17,65 +17,21 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable
 
 from shared.errors import HubNotConfigured
+from shared.events import LifecycleEvent
+from shared.lifecycle import EventStatus
 from shared.model import EnrollmentGroup, HubDevice, InventorySnapshot, PastRevocation, RegistrationState
-from shared.plan import StepOutcome
+from shared.plan import plan_from_dict
 from shared.ports import DeviceRegistries, EventRecord, Journal, ProvisioningService
+from shared.revocation_found import lifts_one_way
+from unprovision.outcomes import done_indices
 
 # Key in ``InventorySnapshot.extra`` naming an assigned hub this app has no credentials for.
 HUB_NOT_CONFIGURED = "hubNotConfigured"
 # Seconds; short, because a stale "no enabled group" could turn a disable into a delete.
 DEFAULT_GROUP_TTL = 30.0
-
-_DONE = frozenset({StepOutcome.DONE.value, StepOutcome.ALREADY_DONE.value})
-
-
-@dataclass(frozen=True)
-class EventKey:
-    """The few event fields the service layer needs, whatever the event type's exact shape."""
-
-    event_id: str
-    event_type: str
-    target: str  # registration ID, or enrollment group ID for group scope
-    is_group: bool
-    source: str = ""
-    correlation_id: str = ""
-
-
-def _field(event: Any, *names: str) -> Any:
-    for name in names:
-        value = event.get(name) if isinstance(event, Mapping) else getattr(event, name, None)
-        if value is not None:
-            return value
-    return None
-
-
-def event_key(event: Any) -> EventKey:
-    """Extract an ``EventKey`` from a validated event (object or mapping).
-
-    Not pinned by a documented source: the event type (``shared.events``) is written in parallel, so
-    snake_case attributes and the camelCase wire names are both accepted. A group event is one naming a
-    group ID and no registration ID.
-    """
-    event_id = _field(event, "event_id", "eventId")
-    event_type = _field(event, "event_type", "type", "eventType")
-    registration_id = _field(event, "registration_id", "registrationId", "device_id", "deviceId")
-    group_id = _field(event, "group_id", "groupId", "enrollment_group_id", "enrollmentGroupId")
-    target = registration_id or group_id
-    if not event_id or not event_type or not target:
-        raise ValueError("event lacks eventId, type or target (validate events before the service layer)")
-    return EventKey(
-        event_id=str(event_id),
-        event_type=str(getattr(event_type, "value", event_type)),
-        target=str(target),
-        is_group=registration_id is None,
-        source=str(_field(event, "source") or ""),
-        correlation_id=str(_field(event, "correlation_id", "correlationId") or event_id),
-    )
 
 
 class GroupCache:
@@ -102,25 +58,21 @@ class GroupCache:
             self._groups = None
 
 
-_default_cache = GroupCache()
-
-
 def read_snapshot(
-    event: Any,
+    event: LifecycleEvent,
     dps: ProvisioningService,
     registries: DeviceRegistries,
     journal: Journal,
     *,
-    group_cache: GroupCache | None = None,
+    group_cache: GroupCache,
 ) -> InventorySnapshot:
     """The planner's snapshot for ``event``; absent things are absent, an unknown hub is noted in extra."""
-    key = event_key(event)
-    cache = group_cache or _default_cache
-    history = read_history(journal, key.target)
-    if key.is_group:
-        return InventorySnapshot(groups=_groups_with_fresh(dps, cache, key.target), history=history)
-    registration = dps.get_registration(key.target)
-    enrollment = dps.get_enrollment(key.target)
+    history = read_history(journal, event.target)
+    if event.is_group:
+        return InventorySnapshot(groups=_groups_with_fresh(dps, group_cache, event.target), history=history)
+    registration = dps.get_registration(event.target)
+    enrollment = dps.get_enrollment(event.target)
+    cache = group_cache
     groups = cache.groups(dps)
     hub_device, extra = _read_hub_device(registration, registries)
     return InventorySnapshot(
@@ -150,19 +102,17 @@ def _read_hub_device(
 
 
 def read_history(journal: Journal, target: str) -> tuple[PastRevocation, ...]:
-    """Completed events on ``target``, newest first, each with the step kinds that took effect."""
-    return tuple(_past(record) for record in journal.history(target) if record.status == "completed")
+    """Every event begun on ``target``, newest first, with the step kinds that took effect and its status.
+
+    Not only completed ones: a revocation that failed part-way (its DPS step done, its hub step not) or is
+    still running has changed the device, and a later ``found`` must see it (docs/reliability.md)."""
+    return tuple(_past(record) for record in journal.history(target)
+                 if record.status != EventStatus.REJECTED)
 
 
 def _past(record: EventRecord) -> PastRevocation:
-    """Only plan steps count (group fan-out keeps per-batch bookkeeping records at higher indices)."""
-    limit = len((record.plan or {}).get("steps", ())) if record.plan else None
-    latest: dict[int, str] = {}
-    kinds: dict[int, str] = {}
-    for step in record.steps:
-        if limit is not None and step.index >= limit:
-            continue
-        latest[step.index] = step.outcome
-        kinds[step.index] = step.kind
-    applied = tuple(kinds[i] for i in sorted(latest) if latest[i] in _DONE)
-    return PastRevocation(event_id=record.event_id, event_type=record.event_type, step_kinds=applied)
+    plan = plan_from_dict(record.plan) if record.plan else None
+    done = done_indices(record, plan)
+    applied = tuple(step.kind for step in record.steps if step.index in done)
+    return PastRevocation(event_id=record.event_id, event_type=record.event_type, step_kinds=applied,
+                          status=record.status, forced=plan is not None and lifts_one_way(plan))

@@ -1,20 +1,13 @@
-"""Group scope at fleet scale: every device registered through a group, purged in its own hub.
+"""Group scope in process: every device registered through a group, purged in its own hub from here.
 
 The group's registration records are streamed page by page and partitioned by ``assigned_hub`` into
 batches of ≤100 device IDs (the bulk-call limit). Memory stays bounded: at most ``max_in_flight + 1`` batches
 per hub exist at once, because the stream waits while a hub has ``max_in_flight`` calls outstanding.
 
-Two modes:
-* in process (``purge_group``): bulk registry calls from a thread pool per hub, each call first reserving
-  its device count from the hub's ``RateLimiter`` (bulk calls count per device against the registry budget).
-* scale out (``emit_batches`` + ``apply_batch``, in ``unprovision.groupscale``): batches become
-  ``WorkQueue`` messages, consumed by a queue-triggered function; the event completes when the journal holds
-  a record for every emitted batch.
-In process, hubs holding many of the group's devices may take the import-job path instead
-(``unprovision.groupjobs``).
-
-The batch primitives (``Tally``, ``bulk_call``, ``iter_batches``) and the scale-out mode live in
-``unprovision.groupscale``; every name is re-exported here (``__all__``), so callers may import from either.
+``purge_group`` makes bulk registry calls from a thread pool per hub, each call first reserving its device
+count from the hub's ``RateLimiter`` (bulk calls count per device against the registry budget). Hubs holding
+many of the group's devices may take the import-job path instead (``unprovision.group.jobs``). The other
+mode, batches through the work queue, is ``unprovision.group.scaleout``.
 """
 
 from __future__ import annotations
@@ -29,41 +22,17 @@ from itertools import islice
 
 from shared.errors import HubNotConfigured
 from shared.plan import StepKind
-from shared.ports import DeviceRegistries, DeviceRegistry, ProvisioningService, RateLimiter, WorkQueue
-from unprovision.groupjobs import GroupSpool, ImportJobRunner, ImportJobs, job_purge, job_runners, spool_group
-from unprovision.groupscale import (
-    _BATCH,
-    _COUNTS,
-    _EMITTED,
-    _KIND_BY_ACTION,
-    _RUN,
-    _THROTTLE_RETRIES,
-    ACTIONS,
-    BATCH_BASE,
-    BATCH_LIMIT,
-    BOOKKEEPING,
-    MAX_SCALE_OUT_INDEX,
-    Tally,
-    _batches,
-    _note,
-    _outcome,
-    apply_batch,
-    batch_index,
-    batch_progress,
-    bulk_call,
-    complete_if_done,
-    emit_batches,
-    iter_batches,
-    tally_of,
+from shared.ports import DeviceRegistries, DeviceRegistry, ProvisioningService, RateLimiter, Tally
+from unprovision.group.batches import ACTIONS, BATCH_LIMIT, bulk_call, iter_batches
+from unprovision.group.jobs import (
+    GroupSpool,
+    ImportJobRunner,
+    ImportJobs,
+    job_purge,
+    job_runners,
+    spool_group,
 )
 from unprovision.throttle import InMemoryRateLimiter, Sleep
-
-__all__ = [  # own names and the re-exports from unprovision.groupscale (callers import them from here)
-    "ACTIONS", "BATCH_BASE", "BATCH_LIMIT", "BOOKKEEPING", "MAX_SCALE_OUT_INDEX", "_BATCH", "_COUNTS",
-    "_EMITTED", "_KIND_BY_ACTION", "_RUN", "_THROTTLE_RETRIES", "GroupResult", "GroupWork", "Progress",
-    "ProgressFn", "Tally", "_batches", "_note", "_outcome", "apply_batch", "batch_index", "batch_progress",
-    "bulk_call", "complete_if_done", "emit_batches", "iter_batches", "purge_group", "tally_of",
-]
 
 
 @dataclass(frozen=True)
@@ -81,17 +50,14 @@ ProgressFn = Callable[[Progress], None]
 
 @dataclass
 class GroupWork:
-    """How group-scope steps run. ``scale_out`` needs a ``queue``. In process, a hub with at least
-    ``import_job_threshold`` devices of the group is purged by one import job from ``import_jobs(hub)``
-    instead of throttled bulk calls (``unprovision.groupjobs``; a hub for which ``import_jobs`` returns None
-    stays on the bulk path); scale-out mode does not use it."""
+    """How an in-process purge runs: a hub with at least ``import_job_threshold`` devices of the group is
+    purged by one import job from ``import_jobs(hub)`` instead of throttled bulk calls
+    (``unprovision.group.jobs``; a hub for which ``import_jobs`` returns None stays on the bulk path)."""
 
     limiter: RateLimiter = field(default_factory=InMemoryRateLimiter)
     sleep: Sleep = time.sleep
     max_in_flight: int = 2
     page_size: int = 100
-    scale_out: bool = False
-    queue: WorkQueue | None = None
     import_job_threshold: int | None = None
     import_jobs: ImportJobs | None = None
     max_parallel_jobs: int = 4  # hubs whose import jobs run at once (IoT Hub: one active job per hub)

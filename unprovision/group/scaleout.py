@@ -1,236 +1,234 @@
-"""Group work in batches: the batch primitives both modes share, and the scale-out mode.
+"""Scale out: a group step's batches go through the work queue, each recorded in the journal first.
 
-Shared by both modes (``unprovision.groupwork.purge_group`` in process, and scale out here): a group's
-registration records are partitioned by ``assigned_hub`` into batches of ≤100 device IDs (``iter_batches``;
-the bulk-call limit), each applied by one throttled bulk call (``bulk_call``) whose device counts make a
-``Tally``.
+Emission (``emit``): the engine, holding the group event, claims the next emission run of the step
+(``Journal.start_emission``: one writer wins, so duplicate deliveries do not emit twice), records every
+batch with its device set (``BatchRecord``, state ``emitted``), marks the run recorded, then sends one
+work message per batch naming only ``(eventId, stepIndex, run, batch)``.
 
-Scale out (``emit_batches`` + ``apply_batch``): batches become ``WorkQueue`` messages, consumed by a
-queue-triggered function; the event completes when the journal holds a record for every emitted batch
-(``complete_if_done``). Journal bookkeeping: see the section comment below and docs/engine.md.
+Application (``apply_batch``): the work-queue function reads the batch the message names from the journal
+and applies exactly its device set: a forged or stale message cannot name devices of its own. The batch
+settles once (``applied`` or ``failed``; ``shared.lifecycle.BATCH_TRANSITIONS``): a redelivered message
+changes nothing and never rewrites the counts. On the message's last delivery a transient failure settles
+the batch ``failed`` instead of letting it go to the poison queue silently.
 
-Split out of ``unprovision.groupwork``, which re-exports every public name here (callers import from
-either module). This module does not import ``groupwork`` at run time, so the dependency is one way.
+Completion (``complete_if_settled``): when no batch of the run is still ``emitted``, the group step gets its
+final record and the event finishes ``completed``, or ``failed`` with the devices left over; re-sending the
+event resumes exactly those (``resume``).
 """
 
 from __future__ import annotations
 
-import re
+import logging
 import time
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, replace
+from typing import Any
 
-from shared.errors import HubNotConfigured, Throttled
+from shared.errors import FieldError, HubNotConfigured, Rejected, Transient, UnprovisionError
+from shared.lifecycle import BatchState, EmissionState, EventStatus, IllegalTransition
 from shared.plan import StepKind, StepOutcome
 from shared.ports import (
-    BulkResult,
+    BatchRecord,
     DeviceRegistries,
-    DeviceRegistry,
-    EventRecord,
     Journal,
     Notifier,
     ProvisioningService,
     RateLimiter,
     StepRecord,
+    Tally,
+    WorkQueue,
 )
-from unprovision.groupjobs import identity_of
-from unprovision.outcomes import TERMINAL, Outcome
-from unprovision.throttle import Sleep, wait_for
+from unprovision.group.batches import ACTIONS, bulk_call, iter_batches
+from unprovision.outcomes import Outcome
+from unprovision.throttle import Sleep
 
-if TYPE_CHECKING:
-    from unprovision.groupwork import GroupWork
+log = logging.getLogger(__name__)
 
-BATCH_LIMIT = 100
-ACTIONS = {StepKind.GROUP_DEVICES_DISABLED: "disable", StepKind.GROUP_DEVICES_DELETED: "delete"}
-_THROTTLE_RETRIES = 3
+MESSAGE_KEYS = ("eventId", "stepIndex", "run", "batch")
 
 
 @dataclass(frozen=True)
-class Tally:
-    changed: int = 0
-    unchanged: int = 0
-    failed: int = 0
+class BatchRef:
+    """What a work message says: which recorded batch to apply. Nothing else is taken from it."""
 
-    def __add__(self, other: Tally) -> Tally:
-        return Tally(self.changed + other.changed, self.unchanged + other.unchanged,
-                     self.failed + other.failed)
+    event_id: str
+    step_index: int
+    run: int
+    number: int
 
-    @property
-    def done(self) -> int:
-        return self.changed + self.unchanged + self.failed
+    def to_message(self) -> dict[str, Any]:
+        return {"eventId": self.event_id, "stepIndex": self.step_index, "run": self.run, "batch": self.number}
 
-    def summary(self) -> str:
-        return f"changed={self.changed} unchanged={self.unchanged} failed={self.failed}"
-
-
-def tally_of(result: BulkResult) -> Tally:
-    """A device the hub does not know counts as unchanged: an absent identity cannot connect, so the goal
-    (no working identity) holds. Not pinned by a documented source; it is this app's reading."""
-    absent = sum(1 for code in result.failed.values() if "DeviceNotFound" in code)
-    return Tally(len(result.changed), len(result.unchanged) + absent, len(result.failed) - absent)
-
-
-def bulk_call(registry: DeviceRegistry, action: str, device_ids: list[str], *, limiter: RateLimiter,
-              sleep: Sleep, reason: str | None = None) -> Tally:
-    """One throttled bulk call; a 429 despite the budget (another client spends it too) is retried a few
-    times after its Retry-After, then surfaces so the host redelivers."""
-    if not 0 < len(device_ids) <= BATCH_LIMIT:
-        raise ValueError(f"a bulk call takes 1..{BATCH_LIMIT} devices, got {len(device_ids)}")
-    for attempt in range(_THROTTLE_RETRIES + 1):
-        wait_for(limiter, registry.hub, len(device_ids), sleep)
-        try:
-            if action == "delete":
-                return tally_of(registry.bulk_delete(device_ids))
-            return tally_of(registry.bulk_disable(device_ids, reason))
-        except Throttled as exc:
-            if attempt == _THROTTLE_RETRIES:
-                raise
-            sleep(exc.retry_after or 10.0)
-    raise AssertionError("unreachable")
+    @classmethod
+    def from_message(cls, message: Any) -> BatchRef:
+        """Validate a work message; anything but the four keys with their types is ``Rejected``."""
+        if not isinstance(message, dict):
+            raise Rejected([FieldError("$", "must be a JSON object")], "invalid work batch")
+        errors = [FieldError(k, "not a field of a work message") for k in message if k not in MESSAGE_KEYS]
+        event_id = message.get("eventId")
+        if not isinstance(event_id, str) or not 0 < len(event_id) <= 128:
+            errors.append(FieldError("eventId", "must be a string of 1-128 characters"))
+        for name in MESSAGE_KEYS[1:]:
+            value = message.get(name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                errors.append(FieldError(name, "must be a whole number >= 0"))
+        if errors:
+            raise Rejected(errors, "invalid work batch")
+        return cls(str(event_id), message["stepIndex"], message["run"], message["batch"])
 
 
-def iter_batches(
-    dps: ProvisioningService, group_id: str, page_size: int = 100
-) -> Iterator[tuple[str, list[str]]]:
-    """(hub, ≤100 device IDs) in stream order; a hub's batch is yielded as soon as it is full, the rest at
-    the end. Records without a hub or device ID (never assigned) have no identity to purge and are skipped."""
-    buffers: dict[str, list[str]] = {}
-    for record in dps.iter_group_registrations(group_id, page_size):
-        hub, device_id = identity_of(record)
-        if hub is None or device_id is None:
-            continue
-        buffer = buffers.setdefault(hub, [])
-        buffer.append(device_id)
-        if len(buffer) == BATCH_LIMIT:
-            yield hub, buffers.pop(hub)
-    for hub, buffer in buffers.items():
-        yield hub, buffer
+@dataclass(frozen=True)
+class Group:
+    """The group step being scaled out."""
+
+    event_id: str
+    group_id: str
+    kind: StepKind
+    step_index: int
 
 
-# ------------------------------------------------------------------------------------------------------
-# Scale-out: batches through the work queue, completion tracked in journal step records. The journal keeps
-# the latest attempt per step index, so each batch gets its own index: ``batch_index(i, k)``. The group
-# step's own index ``i`` goes "emitting:{run}" -> "emitted:{run}:{n}" -> final "batches:{n}" (in ``before``).
-# ``run`` numbers emission attempts; only batches of the run named by "emitted" count.
-# ------------------------------------------------------------------------------------------------------
+def emit(group: Group, *, dps: ProvisioningService, journal: Journal, queue: WorkQueue,
+         page_size: int = 100) -> int | None:
+    """Record and send the step's batches once; returns how many, or None when another writer emits.
 
-BOOKKEEPING = ("emitting:", "emitted:", "batch:")
-BATCH_BASE = 100_000  # batch k of the group step at plan index i is journaled at (i + 1) * BATCH_BASE + k
-MAX_SCALE_OUT_INDEX = 8  # keeps batch indices below 1,000,000 (the Table journal's six-digit index)
-_RUN = re.compile(r"^(?:emitting|emitted):(\d+)")
-_BATCH = re.compile(r"^batch:(\d+):(\d+)$")
-_EMITTED = re.compile(r"^emitted:(\d+):(\d+)$")
-_COUNTS = re.compile(r"changed=(\d+) unchanged=(\d+) failed=(\d+)")
-_KIND_BY_ACTION = {action: kind for kind, action in ACTIONS.items()}
-
-
-def batch_index(step_index: int, batch: int) -> int:
-    return (step_index + 1) * BATCH_BASE + batch
-
-
-def emit_batches(event_id: str, group_id: str, kind: StepKind, index: int, *, dps: ProvisioningService,
-                 journal: Journal, work: GroupWork, notifier: Notifier | None = None) -> int:
-    """Send one message per (hub, ≤100 devices) batch; returns the number of batches sent."""
-    if work.queue is None or index > MAX_SCALE_OUT_INDEX:
-        raise ValueError("scale-out group work needs a work queue and a group step among the first 9")
-    record = journal.get(event_id)
-    current = next((s for s in (record.steps if record else ()) if s.index == index), None)
-    previous = _RUN.match(current.before or "") if current else None
-    run = int(previous.group(1)) + 1 if previous else 1
-    _note(journal, event_id, index, kind, group_id, before=f"emitting:{run}",
-          after="emitting batches to the work queue")
+    A run left ``emitting`` (its writer died while recording) is superseded by a new run; a recorded run is
+    not emitted again, its unsettled batches are re-sent (a crash may have come before they were sent)."""
+    latest = journal.latest_emission(group.event_id, group.step_index)
+    if latest is not None and latest.state == EmissionState.RECORDED:
+        return send_unsettled(group, latest.run, journal=journal, queue=queue)
+    run = latest.run + 1 if latest is not None else 1
+    if not journal.start_emission(group.event_id, group.step_index, run):
+        return None
     count = 0
-    for hub, ids in iter_batches(dps, group_id, work.page_size):
+    for hub, ids in iter_batches(dps, group.group_id, page_size):
         count += 1
-        work.queue.send({"eventId": event_id, "groupId": group_id, "hub": hub, "action": ACTIONS[kind],
-                         "deviceIds": ids, "batch": count, "run": run, "stepIndex": index})
-    _note(journal, event_id, index, kind, group_id, before=f"emitted:{run}:{count}",
-          after=f"emitted {count} batches")
-    complete_if_done(journal, event_id, index, notifier)
-    return count
+        batch = BatchRecord(group.step_index, run, count, hub, ACTIONS[group.kind], tuple(ids))
+        journal.record_batch(group.event_id, batch)
+    journal.end_emission(group.event_id, group.step_index, run, count)
+    return send_unsettled(group, run, journal=journal, queue=queue)
 
 
-def _note(journal: Journal, event_id: str, index: int, kind: StepKind, group_id: str, *, before: str,
-          after: str) -> None:
-    journal.record_step(event_id, StepRecord(index, kind.value, group_id, StepOutcome.SKIPPED.value,
-                                             before=before, after=after))
+def send_unsettled(group: Group, run: int, *, journal: Journal, queue: WorkQueue) -> int:
+    """One message per batch of the run still ``emitted`` (duplicates are harmless: a batch settles once)."""
+    batches = journal.batches(group.event_id, group.step_index, run)
+    for batch in batches:
+        if batch.state == BatchState.EMITTED:
+            queue.send(BatchRef(group.event_id, group.step_index, run, batch.number).to_message())
+    return len(batches)
 
 
-def apply_batch(batch: Mapping[str, Any], registries: DeviceRegistries, journal: Journal,
-                throttle: RateLimiter, *, sleep: Sleep = time.sleep,
-                notifier: Notifier | None = None) -> Tally:
-    """Work-queue consumer: one throttled bulk call, its record, and the completion check.
+def reopen_failed(journal: Journal, event_id: str, step_index: int) -> int:
+    """Put the failed batches of the latest run back to ``emitted`` (``emit`` then sends them); how many."""
+    latest = journal.latest_emission(event_id, step_index)
+    if latest is None or latest.state != EmissionState.RECORDED:
+        return 0
+    again = [b for b in journal.batches(event_id, step_index, latest.run) if b.state == BatchState.FAILED]
+    for batch in again:
+        journal.settle_batch(event_id, replace(batch, state=BatchState.EMITTED, tally=Tally(), error=None))
+    return len(again)
 
-    A redelivered batch repeats an idempotent bulk call and re-records the same batch index (latest wins).
-    Transient errors propagate so the queue redelivers; an unconfigured hub fails the batch's devices.
-    """
-    event_id, hub, ids = str(batch["eventId"]), str(batch["hub"]), [str(i) for i in batch["deviceIds"]]
-    kind = _KIND_BY_ACTION[str(batch["action"])]
-    index, run, number = int(batch["stepIndex"]), int(batch["run"]), int(batch["batch"])
-    record = journal.get(event_id)
-    if record is None or record.status in TERMINAL:
-        return Tally()  # unknown or finished event: nothing left to do for this message
-    error = None
+
+def has_failed_batches(journal: Journal, event_id: str, step_index: int) -> bool:
+    latest = journal.latest_emission(event_id, step_index)
+    if latest is None or latest.state != EmissionState.RECORDED:
+        return False
+    return any(b.state == BatchState.FAILED for b in journal.batches(event_id, step_index, latest.run))
+
+
+def find_batch(ref: BatchRef, journal: Journal) -> BatchRecord:
+    """The recorded batch a message names; ``Rejected`` when the event never emitted it."""
+    for batch in journal.batches(ref.event_id, ref.step_index, ref.run):
+        if batch.number == ref.number:
+            return batch
+    raise Rejected([FieldError("batch", "the event emitted no such batch")], "unknown work batch")
+
+
+def apply_batch(ref: BatchRef, *, registries: DeviceRegistries, journal: Journal, limiter: RateLimiter,
+                notifier: Notifier | None, last_delivery: bool, sleep: Sleep = time.sleep) -> None:
+    """Apply the batch ``ref`` names, settle it once, finish the event when it was the last.
+
+    Raises ``Transient`` for redelivery unless this is the message's last delivery; raises ``Rejected`` for a
+    message that names no recorded batch of an event that exists."""
+    record = journal.get(ref.event_id)
+    if record is None:
+        raise Rejected([FieldError("eventId", "no such event")], "unknown work batch")
+    batch = find_batch(ref, journal)
+    latest = journal.latest_emission(ref.event_id, ref.step_index)
+    current = latest is not None and latest.run == ref.run
+    if record.status != EventStatus.IN_PROGRESS or not current or batch.state != BatchState.EMITTED:
+        return  # finished, superseded or settled already: this delivery has nothing left to do
     try:
-        registry = registries.for_hub(hub)
-    except HubNotConfigured as exc:
-        tally, error = Tally(failed=len(ids)), str(exc)
+        tally = bulk_call(registries.for_hub(batch.hub), batch.action, list(batch.device_ids),
+                          limiter=limiter, sleep=sleep)
+    except Transient as exc:
+        if not last_delivery:
+            raise
+        failed = Tally(failed=len(batch.device_ids))
+        _settle(journal, ref.event_id, batch, failed, f"gave up after the last delivery: {exc}")
+    except (HubNotConfigured, UnprovisionError) as exc:
+        failed = Tally(failed=len(batch.device_ids))
+        _settle(journal, ref.event_id, batch, failed, f"{type(exc).__name__}: {exc}")
     else:
-        tally = bulk_call(registry, str(batch["action"]), ids, limiter=throttle, sleep=sleep)
-    journal.record_step(event_id, StepRecord(
-        batch_index(index, number), kind.value, str(batch["groupId"]), _outcome(tally).value, hub=hub,
-        before=f"batch:{run}:{number}", after=tally.summary(), error=error))
-    complete_if_done(journal, event_id, index, notifier)
-    return tally
+        _settle(journal, ref.event_id, batch, tally, None)
+    complete_if_settled(journal, ref.event_id, ref.step_index, notifier)
 
 
-def _outcome(tally: Tally) -> StepOutcome:
-    if tally.failed:
-        return StepOutcome.FAILED
-    return StepOutcome.DONE if tally.changed else StepOutcome.ALREADY_DONE
+def _settle(journal: Journal, event_id: str, batch: BatchRecord, tally: Tally, error: str | None) -> None:
+    state = BatchState.FAILED if tally.failed else BatchState.APPLIED
+    if not journal.settle_batch(event_id, replace(batch, state=state, tally=tally, error=error)):
+        log.info("batch %s/%s of %s was settled by another delivery", batch.run, batch.number, event_id)
 
 
-def _batches(record: EventRecord, index: int) -> tuple[dict[int, Tally], int | None]:
-    """Batch tallies of the current run, and the number of batches expected (None while emitting)."""
-    current = next((s for s in record.steps if s.index == index), None)
-    emitted = _EMITTED.match(current.before or "") if current else None
-    if emitted is None:
-        return {}, None
-    run, expected = emitted.group(1), int(emitted.group(2))
-    low, high = batch_index(index, 0), batch_index(index + 1, 0)
-    tallies: dict[int, Tally] = {}
-    for s in record.steps:
-        m, counts = _BATCH.match(s.before or ""), _COUNTS.search(s.after or "")
-        if low < s.index < high and m and m.group(1) == run and counts:
-            tallies[int(m.group(2))] = Tally(*(int(c) for c in counts.groups()))
-    return tallies, expected
+@dataclass(frozen=True)
+class Progress:
+    """Batches of the latest run: settled so far, and how many were emitted (None while emitting)."""
+
+    settled: int
+    expected: int | None
+    tally: Tally
+    failed_batches: int
 
 
-def batch_progress(record: EventRecord, index: int) -> tuple[int, int | None]:
-    """(batches recorded, batches expected or None while emission runs) for the group step ``index``."""
-    tallies, expected = _batches(record, index)
-    return len(tallies), expected
-
-
-def complete_if_done(journal: Journal, event_id: str, index: int, notifier: Notifier | None) -> bool:
-    """Finish the event once every emitted batch has a record. Two workers finishing at once may both
-    write the (identical) final record; finishing is idempotent in effect."""
-    record = journal.get(event_id)
-    if record is None or record.status in TERMINAL:
-        return False
-    tallies, expected = _batches(record, index)
-    if expected is None or len(tallies) < expected:
-        return False
+def progress(journal: Journal, event_id: str, step_index: int) -> Progress | None:
+    """None when the step was never scaled out."""
+    latest = journal.latest_emission(event_id, step_index)
+    if latest is None:
+        return None
+    if latest.state != EmissionState.RECORDED:
+        return Progress(0, None, Tally(), 0)
+    batches = journal.batches(event_id, step_index, latest.run)
+    settled = [b for b in batches if b.state != BatchState.EMITTED]
     total = Tally()
-    for tally in tallies.values():
-        total = total + tally
-    group_step = next(s for s in record.steps if s.index == index)
-    error = f"{total.failed} devices not purged" if total.failed else None
+    for batch in settled:
+        total = total + batch.tally
+    failed = sum(1 for b in settled if b.state == BatchState.FAILED)
+    return Progress(len(settled), latest.batches, total, failed)
+
+
+def complete_if_settled(journal: Journal, event_id: str, step_index: int, notifier: Notifier | None) -> bool:
+    """Finish the event once no batch of the latest run is unsettled; True for the one caller that did.
+
+    Two workers settling the last batches at once may both get here: the transition table lets only one
+    move the event out of ``in_progress`` (``IllegalTransition`` for the other, which then stays quiet)."""
+    record = journal.get(event_id)
+    state = progress(journal, event_id, step_index)
+    if record is None or record.status != EventStatus.IN_PROGRESS or state is None:
+        return False
+    if state.expected is None or state.settled < state.expected:
+        return False
+    step = next((s for s in record.steps if s.index == step_index), None)
+    kind = step.kind if step is not None else ""
+    total = state.tally
+    error = (f"{total.failed} devices in {state.failed_batches} batches not purged; re-send the event to "
+             "resume them") if total.failed else None
+    outcome = StepOutcome.FAILED if total.failed else (StepOutcome.DONE if total.changed
+                                                       else StepOutcome.ALREADY_DONE)
     journal.record_step(event_id, StepRecord(
-        index, group_step.kind, group_step.target, _outcome(total).value, before=f"batches:{expected}",
-        after=f"batches {expected}/{expected}: {total.summary()}", error=error))
-    journal.finish(event_id, "failed" if total.failed else "completed", error)
+        step_index, kind, record.target, outcome, after=f"batches {state.expected}: {total.summary()}",
+        error=error))
+    try:
+        journal.finish(event_id, EventStatus.FAILED if total.failed else EventStatus.COMPLETED, error)
+    except IllegalTransition:
+        return False
     final = journal.get(event_id)
     if notifier is not None and final is not None:
         notifier.publish(Outcome.from_record(final).to_dict())

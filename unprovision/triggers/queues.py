@@ -7,7 +7,10 @@ the message (valid or rejected-and-recorded); a function that raises leaves it t
 
 from __future__ import annotations
 
+import json
 import logging
+from functools import cache
+from pathlib import Path
 
 import azure.functions as func
 
@@ -25,9 +28,25 @@ def lifecycle_queue(msg: func.QueueMessage) -> None:
              outcome.status)
 
 
+HOST_JSON = Path(__file__).resolve().parent.parent.parent / "host.json"
+
+
+@cache
+def max_dequeue_count() -> int:
+    """host.json's ``extensions.queues.maxDequeueCount`` (the host's default, 5, when absent)."""
+    try:
+        document = json.loads(HOST_JSON.read_text(encoding="utf-8"))
+        return int(document["extensions"]["queues"]["maxDequeueCount"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 5
+
+
 def work_queue(msg: func.QueueMessage) -> None:
-    """One batch of a group fan-out; the last batch completes the group event."""
-    outcome = service.handle_work_batch(msg.get_body(), wiring.services())
+    """One batch of a group fan-out; the last batch completes the group event. On the message's last
+    delivery a failing batch is settled as failed (its event then finishes failed and can be resumed)
+    instead of raising into the poison queue where nothing would finish its event."""
+    last = (msg.dequeue_count or 1) >= max_dequeue_count()
+    outcome = service.handle_work_batch(msg.get_body(), wiring.services(), last_delivery=last)
     log.info("work batch %s: event %s %s", msg.id, outcome.event_id, outcome.status)
 
 
