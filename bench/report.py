@@ -11,10 +11,10 @@ its budget per minute. In real time that floor is F times longer; whatever the r
 
     real ≈ floor_real + max(0, wall - floor_real / F)
 
-Not pinned by a documented source: IoT Hub shapes traffic before it rejects (reference §8), so a real run may
-sit slightly below this estimate; the fixed window also lets the first window's budget through at once.
-The emulator completes an import/export job as soon as it is created; Azure documents no job duration, so
-the verdict on the import-job path says how long each job may take before the target would be missed.
+Not pinned by a documented source: IoT Hub shapes traffic before it rejects (docs/azure-behaviour.md §8), so a
+real run may sit slightly below this estimate; the fixed window also lets the first window's budget through at
+once. The emulator completes an import/export job as soon as it is created; Azure documents no job duration,
+so the verdict on the import-job path says how long each job may take before the target would be missed.
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 The worker imports ``PYTHON_SCRIPT_FILE_NAME`` (default ``function_app.py``) from the app root, requires
 exactly one ``FunctionRegister`` in the module globals and calls ``get_functions()`` once (a second call on
-the same instance fails, reference §1.2/§1.3). Everything the host needs is read from the app's own metadata,
-never a hand-kept list.
+the same instance fails, docs/azure-behaviour.md §F1.2/§F1.3). Everything the host needs is read from the
+app's own metadata, never a hand-kept list.
 """
 
 from __future__ import annotations

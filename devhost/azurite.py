@@ -3,7 +3,7 @@
 Each service runs as its own process from ``node_modules/.bin`` (the combined ``azurite`` command always
 starts blob too). Ports are chosen by the OS: every service starts on port 0 and its real listening port
 is read from the process's sockets (psutil), so parallel sessions on one machine never race for a port.
-Flags follow the reference (functions-host-behaviour §7): ``--skipApiVersionCheck`` because
+Flags follow docs/azure-behaviour.md (§F7): ``--skipApiVersionCheck`` because
 ``azure-storage-queue`` 12.18.1 sends an API version newer than Azurite 3.35 knows,
 ``--disableTelemetry --silent``, and ``--loose`` so that headers Azurite does not implement are ignored
 instead of refused.

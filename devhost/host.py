@@ -1,9 +1,9 @@
 """The local Functions host: settings, indexing, and the queue / HTTP / timer / Service Bus listeners.
 
-``Host(HostOptions(...)).start()`` does what the Functions host does at start-up (reference §11): load
-local.settings.json ``Values`` into the environment without overriding existing variables, read host.json,
-import and index the app once, then start a listener for every function the app registered. ``stop()`` stops
-them all and removes the environment variables it added.
+``Host(HostOptions(...)).start()`` does what the Functions host does at start-up
+(docs/azure-behaviour.md §F11): load local.settings.json ``Values`` into the environment without overriding
+existing variables, read host.json, import and index the app once, then start a listener for every function
+the app registered. ``stop()`` stops them all and removes the environment variables it added.
 
 Output bindings are flushed after a successful invocation: ``queue`` (base64, and the pump of that queue is
 woken), ``table`` (upsert of one entity or a list), ``serviceBus`` (only to the in-memory broker). Not pinned

@@ -1,4 +1,5 @@
-"""HTTP front end for HTTP functions: ``http://127.0.0.1:<port>/<routePrefix>/<route>`` (reference §4).
+"""HTTP front end for HTTP functions: ``http://127.0.0.1:<port>/<routePrefix>/<route>``
+(docs/azure-behaviour.md §F4).
 
 Route templates ``{x}``, ``{x:int}``, ``{x?}``, ``{*x}`` (ASP.NET Core style; case-insensitive literals), a
 method filter, function keys (header ``x-functions-key`` wins over query ``code``), 204 when the function

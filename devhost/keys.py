@@ -1,10 +1,11 @@
 """Function keys for the local HTTP front end: a master (admin) key and a default function key.
 
 Core Tools switches key checks off locally; devhost enforces them (stricter, catches a wrong auth level early;
-reference §4). Keys come from settings ``DEVHOST_MASTER_KEY`` / ``DEVHOST_FUNCTION_KEY`` when set, otherwise
-from ``<state_dir>/keys.json``, generated on first run. The generated keys are printed once, at creation, with
-a hint where they live (unless the caller asks for quiet creation, as ``devhost.stack`` does: it shows the
-function key itself); they are never logged afterwards. This module alone knows the keys file layout.
+docs/azure-behaviour.md §F4). Keys come from settings ``DEVHOST_MASTER_KEY`` / ``DEVHOST_FUNCTION_KEY`` when
+set, otherwise from ``<state_dir>/keys.json``, generated on first run. The generated keys are printed once, at
+creation, with a hint where they live (unless the caller asks for quiet creation, as ``devhost.stack`` does:
+it shows the function key itself); they are never logged afterwards. This module alone knows the keys file
+layout.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ class KeyStore:
     function_key: str = field(repr=False)
 
     def authorizes(self, required_level: str, presented: str | None) -> bool:
-        """Whether ``presented`` satisfies ``required_level`` (anonymous / function / admin), reference §4.
+        """Whether ``presented`` satisfies ``required_level`` (anonymous / function / admin),
+        docs/azure-behaviour.md §F4.
 
         The master key satisfies every level; the default (host-wide) function key satisfies ``function``.
         """

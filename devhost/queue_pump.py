@@ -1,4 +1,4 @@
-"""Storage-queue pump with the rules of the Storage Queues extension 5.x (reference §2).
+"""Storage-queue pump with the rules of the Storage Queues extension 5.x (docs/azure-behaviour.md §F2).
 
 Per queue function: one polling thread fetches up to ``batchSize`` messages with a 10-minute invisibility and
 hands them to a thread pool (at most batchSize + newBatchThreshold in flight). Success deletes the message;
@@ -33,7 +33,7 @@ log = logging.getLogger("devhost.queue")
 
 RUNNING_INVISIBILITY_S = 600  # messages are fetched invisible for 10 minutes while the function runs
 MAX_QUEUE_NAME = 63
-STORAGE_API_VERSION = "2025-11-05"  # newest version Azurite 3.35 accepts (reference §7)
+STORAGE_API_VERSION = "2025-11-05"  # newest version Azurite 3.35 accepts (docs/azure-behaviour.md §F7)
 
 Invoker = Callable[[FunctionInfo, Any], InvocationResult]
 ResultHandler = Callable[[FunctionInfo, InvocationResult], None]
@@ -216,7 +216,8 @@ class QueuePump:
 
     def _after_failure(self, message: QueueMessage) -> None:
         if self._poison is None:
-            return  # no poison queue: leave the message invisible rather than hot-loop (reference §2)
+            # no poison queue: leave the message invisible rather than hot-loop (docs/azure-behaviour.md §F2)
+            return
         if (message.dequeue_count or 0) >= self._options.max_dequeue_count:
             self._to_poison(message, f"MaxDequeueCount of {self._options.max_dequeue_count} reached")
             return

@@ -1,9 +1,9 @@
-"""Service Bus trigger: a receiver protocol, an in-memory FAKE broker, a real receiver, the pump (reference
-§3, §8).
+"""Service Bus trigger: a receiver protocol, an in-memory FAKE broker, a real receiver, the pump
+(docs/azure-behaviour.md §F3, §F8).
 
-No Service Bus broker can run here (reference §8: the official emulator is Docker-only), so tests use
-``InMemoryBroker``, a fake with the Service Bus semantics the trigger relies on: peek-lock, delivery count (1
-on the first delivery, as the host reports it), abandon → redelivery, and dead-lettering with reason
+No Service Bus broker can run here (docs/azure-behaviour.md §F8: the official emulator is Docker-only), so
+tests use ``InMemoryBroker``, a fake with the Service Bus semantics the trigger relies on: peek-lock, delivery
+count (1 on the first delivery, as the host reports it), abandon → redelivery, and dead-lettering with reason
 ``MaxDeliveryCountExceeded`` once a message has been delivered ``max_delivery_count`` (default 10) times. Lock
 expiry, sessions, topics fan-out and scheduled messages are not modelled.
 

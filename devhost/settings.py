@@ -2,7 +2,7 @@
 
 The app's own settings live in ``shared/adapters/settings.py``; this module only knows what the host needs to
 drive triggers (queue options, route prefix, connection strings, ``%NAME%`` expressions).
-Rules come from the functions-host-behaviour reference §2, §4, §6, §10.
+Rules come from docs/azure-behaviour.md §F2, §F4, §F6, §F10.
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ class HostSettingsError(Exception):
 
 
 def development_storage(queue_port: int = 10001, table_port: int = 10002, blob_port: int = 10000) -> str:
-    """The explicit Azurite connection string behind ``UseDevelopmentStorage=true`` (reference §7)."""
+    """The explicit Azurite connection string behind ``UseDevelopmentStorage=true``
+    (docs/azure-behaviour.md §F7)."""
     base = "http://127.0.0.1:{port}/" + DEV_ACCOUNT
     return (
         f"DefaultEndpointsProtocol=http;AccountName={DEV_ACCOUNT};AccountKey={DEV_ACCOUNT_KEY};"
@@ -67,7 +68,8 @@ class QueueOptions:
 
     @property
     def max_in_flight(self) -> int:
-        """Concurrent invocations per queue function: batchSize + newBatchThreshold (reference §2)."""
+        """Concurrent invocations per queue function: batchSize + newBatchThreshold
+        (docs/azure-behaviour.md §F2)."""
         return self.batch_size + self.new_batch_threshold
 
 
@@ -112,7 +114,8 @@ def merge_into_environ(values: Mapping[str, str], environ: MutableMapping[str, s
 
 
 def _apply_overrides(doc: dict[str, Any], settings: Mapping[str, str]) -> None:
-    """Apply ``AzureFunctionsJobHost__a__b=value`` app settings on top of host.json (reference §10.2)."""
+    """Apply ``AzureFunctionsJobHost__a__b=value`` app settings on top of host.json
+    (docs/azure-behaviour.md §F10.2)."""
     for key, value in settings.items():
         if not key.startswith(HOST_OVERRIDE_PREFIX):
             continue
@@ -193,7 +196,8 @@ def resolve_connection(
     connection_strings: Mapping[str, str] | None = None,
     dev_storage: str | None = None,
 ) -> str | None:
-    """Connection string for a binding's ``connection`` (reference §6); None when no key has a value.
+    """Connection string for a binding's ``connection`` (docs/azure-behaviour.md §F6); None when no key has a
+    value.
 
     ``AzureWebJobs<name>`` is tried before ``<name>``; ``ConnectionStrings`` entries before plain settings.
     ``UseDevelopmentStorage=true`` becomes the explicit Azurite form (``dev_storage``, else default ports).
@@ -210,6 +214,6 @@ def resolve_connection(
 
 
 def has_identity_group(name: str, settings: Mapping[str, str]) -> bool:
-    """True when ``<name>__…`` settings exist (identity-based connection, reference §10.7)."""
+    """True when ``<name>__…`` settings exist (identity-based connection, docs/azure-behaviour.md §F10.7)."""
     prefix = f"{name}__"
     return any(key.startswith(prefix) for key in settings)

@@ -1,4 +1,4 @@
-"""Timer triggers: six-field NCRONTAB schedules, ``runOnStartup``, fire-now (reference §5).
+"""Timer triggers: six-field NCRONTAB schedules, ``runOnStartup``, fire-now (docs/azure-behaviour.md §F5).
 
 ``croniter`` with ``second_at_beginning=True, day_or=False`` reproduces NCRONTAB, where day-of-month AND
 day-of-week must both match. Times are UTC (Azure's default, no ``WEBSITE_TIME_ZONE`` support).

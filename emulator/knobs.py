@@ -1,7 +1,7 @@
 """Realism knobs the server applies around every service call: latency, faults, throttling, counters.
 
-Throttling follows reference §8 as a fixed-window counter per (service, bucket); windows last 60 s
-divided by the time-compression factor, so a test can exhaust and refill a per-minute budget in a
+Throttling follows docs/azure-behaviour.md §8 as a fixed-window counter per (service, bucket); windows last
+60 s divided by the time-compression factor, so a test can exhaust and refill a per-minute budget in a
 fraction of a second. Bulk registry calls cost one unit per device (H1). Not pinned by a documented
 source: IoT Hub's traffic shaping (queueing before rejecting) is not modelled — over-budget calls get
 429 at once, with ``Retry-After`` = seconds until the window ends (at least 1).
@@ -18,7 +18,7 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-# Per-minute budgets by tier (reference §8.1).
+# Per-minute budgets by tier (docs/azure-behaviour.md §8.1).
 _HUB_TIERS: dict[str, dict[str, tuple[float, float]]] = {
     # bucket: (per unit per minute, floor per minute)
     "S1": {"registry": (100, 0), "query": (20, 0), "jobs": (100, 0), "twinRead": (0, 6000),

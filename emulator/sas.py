@@ -1,10 +1,10 @@
 """Shared Access Signature tokens: validation for the emulated services and a maker for tests and devices.
 
-Validation follows the reference (§5), checked against both SDKs: the string to sign is ``sr`` exactly as sent
-(still URL-encoded) + ``"\\n"`` + ``se``; the signature is base64 HMAC-SHA256 keyed with the base64-decoded
-policy/device key. The resource scope is compared case-insensitively on the decoded ``sr``, segment by segment
-(a token for ``host`` covers ``host/devices/x``), as the docs describe; the docs' "lowercase"
-rule for ``sr`` is not enforced because the SDKs do not lowercase.
+Validation follows docs/azure-behaviour.md (§5), checked against both SDKs: the string to sign is ``sr``
+exactly as sent (still URL-encoded) + ``"\\n"`` + ``se``; the signature is base64 HMAC-SHA256 keyed with the
+base64-decoded policy/device key. The resource scope is compared case-insensitively on the decoded ``sr``,
+segment by segment (a token for ``host`` covers ``host/devices/x``), as the docs describe; the docs'
+"lowercase" rule for ``sr`` is not enforced because the SDKs do not lowercase.
 """
 
 from __future__ import annotations

@@ -4,11 +4,11 @@ Every ID that may end up in a URL path or a query passes through here first, so 
 or ``/`` never reach a service. Each ``*_problem`` function returns ``None`` for a valid ID and otherwise a
 short reason meant for a field error.
 
-Rules (reference §2): DPS IDs are case-insensitive, alphanumeric plus ``- . _ :``, at most 128 characters.
-The docs allow a trailing ``-``; the REST spec text forbids a special character at either end. We follow the
-docs for the end (a stricter rule could make a real device unrevocable) and require an alphanumeric first
-character (both sources agree). X.509 registration IDs equal the certificate CN and so are at most 64 long;
-that limit is checked where a certificate is involved, not here.
+Rules (docs/azure-behaviour.md §2): DPS IDs are case-insensitive, alphanumeric plus ``- . _ :``, at most 128
+characters. The docs allow a trailing ``-``; the REST spec text forbids a special character at either end. We
+follow the docs for the end (a stricter rule could make a real device unrevocable) and require an alphanumeric
+first character (both sources agree). X.509 registration IDs equal the certificate CN and so are at most 64
+long; that limit is checked where a certificate is involved, not here.
 
 EventIds are free text chosen by the sender, but each is also a URL path segment (see ``event_id_problem``).
 
@@ -57,7 +57,8 @@ def registration_id_problem(value: str) -> str | None:
 
 
 def group_id_problem(value: str) -> str | None:
-    """Why ``value`` is not a valid enrollment group ID (same rules as registration IDs, reference §2)."""
+    """Why ``value`` is not a valid enrollment group ID (same rules as registration IDs,
+    docs/azure-behaviour.md §2)."""
     return registration_id_problem(value)
 
 

@@ -60,7 +60,8 @@ class IllegalTransition(ValueError):
 
 
 def check_transition(current: str, new: str) -> EventStatus:
-    """``new`` as an ``EventStatus`` when the table allows ``current`` → ``new``; else ``IllegalTransition``."""
+    """``new`` as an ``EventStatus`` when the table allows ``current`` → ``new``; else
+    ``IllegalTransition``."""
     try:
         before, after = EventStatus(current), EventStatus(new)
     except ValueError as exc:

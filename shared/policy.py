@@ -1,8 +1,8 @@
 """Policy: what each revocation event type does to an individual enrollment and to the hub identity.
 
-The default table follows the reference's recipes (§1.3). An app setting may override rows as JSON, e.g.
-``{"sold": {"enrollment": "disable", "hub": "disable"}}``; ``load_policy`` takes that text (or mapping) and
-never reads the environment itself. What is NOT configurable, on purpose:
+The default table follows the recipes of docs/azure-behaviour.md (§1.3). An app setting may override rows as
+JSON, e.g. ``{"sold": {"enrollment": "disable", "hub": "disable"}}``; ``load_policy`` takes that text (or
+mapping) and never reads the environment itself. What is NOT configurable, on purpose:
 
 * group members are always blocked with a disabled individual enrollment that is never deleted (deleting it
   would let the device back in through its group);

@@ -130,7 +130,8 @@ class EventRecord:
     error: str | None = None
     created_at: str | None = None
     updated_at: str | None = None
-    # sha256 of the validated event (``unprovision.engine.fingerprint``); None in rows written before it existed
+    # sha256 of the validated event (``unprovision.engine.fingerprint``); None in rows written before it
+    # existed
     fingerprint: str | None = None
 
 

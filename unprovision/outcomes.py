@@ -1,4 +1,5 @@
-"""What an event came to, which of its steps are done, and the ONE table mapping errors to what entry points do.
+"""What an event came to, which of its steps are done, and the ONE table mapping errors to what entry
+points do.
 
 Entry points (queue, HTTP, work-queue triggers, CLI) call ``classify(exc)`` and act on the ``Disposition``:
 ack or raise for redelivery, and which HTTP status to answer. ``Outcome`` is the result the engine returns,

@@ -91,8 +91,8 @@ def handle_event(event: LifecycleEvent, services: Services, *, dry_run: bool = F
 def _record_failure(event: LifecycleEvent, outcome: Outcome, services: Services) -> None:
     journal = services.journal
     record = journal.begin(event.event_id, event_type=str(event.type), target=event.target,
-                           source=event.source, correlation_id=event.correlation_id or event.event_id, plan={},
-                           fingerprint=fingerprint(event))
+                           source=event.source, correlation_id=event.correlation_id or event.event_id,
+                           plan={}, fingerprint=fingerprint(event))
     if not is_finished(record.status):
         journal.finish(event.event_id, EventStatus.FAILED, outcome.error)
 
@@ -145,8 +145,9 @@ def journal_fields(record: EventRecord, services: Services) -> dict[str, Any]:
     for index in sorted({s.index for s in record.steps}):
         state = scaleout.progress(services.journal, record.event_id, index)
         if state is not None:
-            progress.append({"stepIndex": index, "batchesDone": state.settled, "batchesExpected": state.expected,
-                             "batchesFailed": state.failed_batches, "devices": state.tally.summary()})
+            progress.append({"stepIndex": index, "batchesDone": state.settled,
+                             "batchesExpected": state.expected, "batchesFailed": state.failed_batches,
+                             "devices": state.tally.summary()})
     if progress:
         fields["groupProgress"] = progress
     return fields

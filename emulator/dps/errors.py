@@ -1,4 +1,4 @@
-"""DPS error codes and the ``ProvisioningServiceErrorDetails`` body (reference §3.3, §3.6).
+"""DPS error codes and the ``ProvisioningServiceErrorDetails`` body (docs/azure-behaviour.md §3.3, §3.6).
 
 Real DPS bodies carry six-digit codes (404201, 404202 seen in the wild, I1) whose meanings are not documented.
 The assignment below is the emulator's own and NOT pinned by a documented source: the first three digits are

@@ -1,9 +1,9 @@
 """Which enrollment decides a device registration, and whether the device proved its identity.
 
-Implements reference §1.1/§1.2: the individual enrollment keyed by registration ID first (even when a group
-would cover the device); otherwise the X.509 chain walked from the leaf upward, the group nearest the leaf
-deciding; otherwise symmetric-key groups by the derived-key SAS. A deciding entry that is disabled refuses
-the device.
+Implements docs/azure-behaviour.md §1.1/§1.2: the individual enrollment keyed by registration ID first (even
+when a group would cover the device); otherwise the X.509 chain walked from the leaf upward, the group nearest
+the leaf deciding; otherwise symmetric-key groups by the derived-key SAS. A deciding entry that is disabled
+refuses the device.
 
 Refusals come in two kinds, both unambiguous to a device: ``UnauthenticatedError`` (no entry, or credentials
 that do not verify against the deciding entry → HTTP 401) and a ``Decision`` with ``enabled=False`` (the

@@ -2,7 +2,8 @@
 
 Why separate from the store: the same rules apply to PUT, bulk operations and admin seeding, and the store
 stays small. Stored documents are wire JSON (camelCase) that keep the uploaded certificate PEMs;
-``public_view`` strips them, because DPS answers with ``{"info": {...}}`` only (reference §3.3, H9).
+``public_view`` strips them, because DPS answers with ``{"info": {...}}`` only (docs/azure-behaviour.md §3.3,
+H9).
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from typing import Any
 from emulator.dps import errors
 from emulator.dps.x509 import CertificateError, certificate_info, load_certificate
 
-# Reference §2: alphanumeric plus - . _ : ; first character alphanumeric; last alphanumeric or '-' (the docs'
-# wording — the REST spec text forbids a trailing '-', an unresolved conflict, §11.6); at most 128 characters.
+# docs/azure-behaviour.md §2: alphanumeric plus - . _ : ; first character alphanumeric; last alphanumeric or
+# '-' (the docs' wording — the REST spec text forbids a trailing '-', an unresolved conflict, §11.6); at most
+# 128 characters.
 _ID = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._:-]{0,126}[A-Za-z0-9-])?$")
 _READ_ONLY = ("registrationState", "createdDateTimeUtc", "lastUpdatedDateTimeUtc", "etag")
 _STATUSES = ("enabled", "disabled")
@@ -123,7 +125,7 @@ def normalize(body: Any, url_id: str, old: dict[str, Any] | None, *, group: bool
     """Turn a PUT body into the stored document (without etag/timestamps, which the store sets).
 
     A body ID that differs from the URL ID (other than by case) is rejected with 400 — not pinned by a
-    documented source (reference §11.2).
+    documented source (docs/azure-behaviour.md §11.2).
     """
     id_field = "enrollmentGroupId" if group else "registrationId"
     validate_id(url_id, id_field)

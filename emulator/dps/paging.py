@@ -1,4 +1,4 @@
-"""Continuation-token paging for DPS queries (reference §3.5).
+"""Continuation-token paging for DPS queries (docs/azure-behaviour.md §3.5).
 
 Why a cache: benchmarks page through 100k registration records; sorting the key set once per state version
 keeps each page O(page size). The token is the decimal offset into that sorted list — opaque to clients.

@@ -1,4 +1,5 @@
-"""DPS service API routes, exactly as provisioningserviceclient 1.2.0 calls them (reference §3.2).
+"""DPS service API routes, exactly as provisioningserviceclient 1.2.0 calls them
+(docs/azure-behaviour.md §3.2).
 
 Every service route checks ``api-version`` (``2018-09-01-preview`` as the SDK sends, or ``2021-10-01``;
 anything else → 400) and, for 2021-10-01, adds the ``x-ms-error-code`` header to errors. DELETE answers

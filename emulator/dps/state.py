@@ -1,12 +1,14 @@
 """In-memory DPS state: individual enrollments, enrollment groups, registration records, device operations.
 
 Thread-safe behind one re-entrant lock (the server is a ThreadingHTTPServer). Keys are lower-cased IDs because
-DPS registration and group IDs are case-insensitive (reference §2); the documents keep the caller's spelling.
+DPS registration and group IDs are case-insensitive (docs/azure-behaviour.md §2); the documents keep the
+caller's spelling.
 
 ETags are opaque strings already wrapped in double quotes; If-Match compares exactly, after tolerating a
-missing pair of quotes, and accepts ``*`` (reference §3.4, §10.2). If-Match on a missing document answers 412
-(RFC 7232) — not pinned by a documented source. Deleting an enrollment or a group keeps the registration
-records it produced (documented for groups, D1/D2; assumed for individual enrollments, §11.4).
+missing pair of quotes, and accepts ``*`` (docs/azure-behaviour.md §3.4, §10.2). If-Match on a missing
+document answers 412 (RFC 7232) — not pinned by a documented source. Deleting an enrollment or a group keeps
+the registration records it produced (documented for groups, D1/D2; assumed for individual
+enrollments, §11.4).
 """
 
 from __future__ import annotations

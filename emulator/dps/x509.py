@@ -1,8 +1,8 @@
 """X.509 helpers for the DPS emulator: certificate info as DPS reports it, and chain matching.
 
 Why a module of its own: enrollment storage needs ``X509CertificateInfo`` for responses, and device
-registration needs signature checks along the chain the device presents (reference §1.1, D3). Both stay pure
-(no I/O).
+registration needs signature checks along the chain the device presents (docs/azure-behaviour.md §1.1, D3).
+Both stay pure (no I/O).
 
 Not pinned by a documented source: the exact text format of ``subjectName``/``issuerName`` (we use the RFC
 4514 string ``cryptography`` produces, e.g. ``CN=device-1``) and of timestamps (ISO 8601 UTC with ``Z``).
@@ -65,7 +65,8 @@ def thumbprint_sha1(cert: x509.Certificate) -> str:
 
 
 def certificate_info(cert: x509.Certificate) -> dict[str, Any]:
-    """The ``X509CertificateInfo`` object DPS returns in place of an uploaded certificate (reference §3.3)."""
+    """The ``X509CertificateInfo`` object DPS returns in place of an uploaded certificate
+    (docs/azure-behaviour.md §3.3)."""
     return {
         "subjectName": cert.subject.rfc4514_string(),
         "sha1Thumbprint": thumbprint_sha1(cert),
@@ -136,7 +137,7 @@ class PresentedChain:
         Position i (i >= 1) when the device presented ``signer`` itself at index i with a verified chain
         below it; ``len(chain)`` when ``signer`` was not presented but signed the topmost presented
         certificate (a device need not send the certificate that DPS already holds). Lower = nearer the leaf,
-        which is the group that decides (reference §1.1, D3).
+        which is the group that decides (docs/azure-behaviour.md §1.1, D3).
         """
         verified = self.verified_prefix
         signer_tp = thumbprint_sha1(signer)

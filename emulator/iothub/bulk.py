@@ -4,7 +4,7 @@ Import-mode semantics follow the bulk identity docs (H3): ``create`` fails on an
 ``update``/``delete`` need an existing ID and ignore etags; ``…IfMatchETag`` compare ``eTag`` (device)
 or ``twinETag`` (twin); ``updateTwin…`` overwrite tags and desired properties.
 
-Choices not pinned by a documented source (reference §4.4, §11.7):
+Choices not pinned by a documented source (docs/azure-behaviour.md §4.4, §11.7):
 * Partial failure: entries are applied one by one in request order; successful entries stay committed,
   failed ones are listed in ``errors``; the answer is 400 when any entry failed, else 200.
 * A device ID listed twice rejects the whole call before anything is applied: 400 whose body is a

@@ -2,7 +2,7 @@
 
 ``POST /devices/{deviceId}/messages/events`` answers 204 for an enabled identity presenting valid
 credentials and 401 otherwise — above all for a disabled or deleted identity, which is what revocation
-must achieve (reference §4.4, H2).
+must achieve (docs/azure-behaviour.md §4.4, H2).
 
 Credentials, by the identity's authentication type:
 * ``sas``: a device token (``sr={hostName}/devices/{deviceId}``, no ``skn``) signed with the primary or

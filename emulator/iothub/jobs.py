@@ -1,4 +1,5 @@
-"""Import/export jobs (``IoTHubJobManager``): bulk identity changes through blob storage (reference §9).
+"""Import/export jobs (``IoTHubJobManager``): bulk identity changes through blob storage
+(docs/azure-behaviour.md §9).
 
 The blob side is plain HTTP against Azurite (or any Blob-compatible endpoint) using the container SAS URIs
 the caller passes (``storageAuthenticationType: keyBased``). Only loopback storage hosts are contacted — the

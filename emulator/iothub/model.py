@@ -1,7 +1,7 @@
 """IoT Hub identity shapes: ID rules, authentication normalisation, etags, Device/Twin wire views.
 
 Kept apart from the store so the rules (what a valid device looks like on the wire) read in one place.
-Wire names follow the 2021-04-12 data-plane swagger (reference §4.3).
+Wire names follow the 2021-04-12 data-plane swagger (docs/azure-behaviour.md §4.3).
 """
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ def validate_device_id(device_id: str) -> str:
 
 
 def device_etag(counter: int) -> str:
-    """Device etags look like base64 counters: ``MA==`` for 0, ``MQ==`` for 1 (reference §4.3)."""
+    """Device etags look like base64 counters: ``MA==`` for 0, ``MQ==`` for 1
+    (docs/azure-behaviour.md §4.3)."""
     return base64.b64encode(str(counter).encode()).decode()
 
 

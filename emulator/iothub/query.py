@@ -7,9 +7,9 @@ under ``tags.`` / ``properties.desired.`` / ``properties.reported.``; literals a
 (``''`` escapes a quote), numbers, ``true``/``false``/``null``. Anything else → 400 ArgumentInvalid, so
 code relying on unsupported syntax fails loudly rather than getting wrong answers.
 
-Paging: ``x-ms-max-item-count`` (default 100, capped at 1000 — the real cap is not documented, reference
-§11.8); the continuation token is opaque (base64 of the offset and a query hash); no continuation header
-on the last page. Results are in registry insertion order.
+Paging: ``x-ms-max-item-count`` (default 100, capped at 1000 — the real cap is not documented,
+docs/azure-behaviour.md §11.8); the continuation token is opaque (base64 of the offset and a query hash); no
+continuation header on the last page. Results are in registry insertion order.
 
 Index: when a top-level condition is ``deviceId = '<id>'`` or ``deviceId IN ['<id>', ...]`` (the app's bulk
 disable asks exactly this, 100 IDs at a time), ``run_query`` asks the registry for those IDs only

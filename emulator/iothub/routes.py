@@ -1,9 +1,9 @@
 """IoT Hub service: registry routes as azure-iot-hub 2.7.0 calls them (api-version 2021-04-12).
 
-Thin handlers over ``HubState``; status codes exactly as the SDK accepts them (reference §4.2):
+Thin handlers over ``HubState``; status codes exactly as the SDK accepts them (docs/azure-behaviour.md §4.2):
 PUT/GET/POST 200, DELETE 204, bulk 200 or 400. Errors use the classic body
 ``{"Message": "ErrorCode:<Name>;<detail>", "ExceptionMessage": "Tracking ID:..."}`` plus the
-``iothub-errorcode`` header (reference §4.5). Import/export jobs: see ``emulator.iothub.jobs``.
+``iothub-errorcode`` header (docs/azure-behaviour.md §4.5). Import/export jobs: see ``emulator.iothub.jobs``.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """In-memory IoT Hub identity registry (one per emulated hub), thread-safe behind one lock.
 
-Semantics follow reference §4.4. Choices not pinned by a documented source:
+Semantics follow docs/azure-behaviour.md §4.4. Choices not pinned by a documented source:
 * PUT with any If-Match (including ``*``) on a missing device → 404 DeviceNotFound (as .NET's
   UpdateDeviceAsync maps it).
 * ``provision_device`` (called by DPS on (re)registration) creates the identity or replaces its

@@ -3,11 +3,14 @@
 Pure Python, no AMQP: the link handler calls it on the reactor thread; tests and the admin view may read it
 from others (one lock guards everything). Semantics follow Service Bus:
 
-* ``delivery_count`` is the AMQP header value: deliveries before this one (0 on the first delivery); abandon and
+* ``delivery_count`` is the AMQP header value: deliveries before this one (0 on the first
+  delivery); abandon and
   lock expiry add one, release (a client handing back a message it never processed) does not.
-* When an abandon or a lock expiry brings ``delivery_count`` to ``max_delivery_count`` (default 10) the message
+* When an abandon or a lock expiry brings ``delivery_count`` to ``max_delivery_count`` (default 10)
+  the message
   moves to ``<entity>/$DeadLetterQueue`` with ``DeadLetterReason=MaxDeliveryCountExceeded``.
-* Entities are created on first use; ``X/Subscriptions/Y`` makes ``X`` a topic, and a message sent to a topic is
+* Entities are created on first use; ``X/Subscriptions/Y`` makes ``X`` a topic, and a message sent to a
+topic is
   copied to each of its subscriptions (none: dropped, as Service Bus does).
 """
 
@@ -96,7 +99,8 @@ class Entity:
 
 
 def entity_key(path: str) -> str:
-    """Normalised entity path: no scheme/host, no leading slash, lower case (entity names are case-insensitive)."""
+    """Normalised entity path: no scheme/host, no leading slash, lower case (entity names are
+    case-insensitive)."""
     text = path.strip()
     if "://" in text:
         text = text.split("://", 1)[1].split("/", 1)[1] if "/" in text.split("://", 1)[1] else ""
@@ -104,7 +108,8 @@ def entity_key(path: str) -> str:
 
 
 class Broker:
-    """All entities of one namespace. ``on_available(key)`` is called (lock held) when an entity gets messages."""
+    """All entities of one namespace. ``on_available(key)`` is called (lock held) when an entity gets
+    messages."""
 
     def __init__(
         self,

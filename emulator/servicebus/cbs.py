@@ -1,7 +1,8 @@
 """Claims-based security: the ``$cbs`` node's ``put-token`` with a Service Bus SAS token.
 
 The SDK connects with SASL ANONYMOUS, then sends on ``$cbs`` a message whose application properties are
-``operation=put-token``, ``type=jwt`` (or ``servicebus.windows.net:sastoken``), ``name=<audience>`` and whose body is
+``operation=put-token``, ``type=jwt`` (or ``servicebus.windows.net:sastoken``), ``name=<audience>``
+and whose body is
 ``SharedAccessSignature sr=<url-encoded audience>&sig=…&se=<expiry>&skn=<policy>``. The signature is
 HMAC-SHA256 over ``quote_plus(sr) + "\\n" + se`` keyed with the policy key's UTF-8 bytes (not base64-decoded).
 The answer carries ``status-code`` (200 / 401) and ``status-description``; a link to an entity is only

@@ -1,4 +1,5 @@
-"""The AMQP side: connections, sessions and links as the azure-servicebus SDK opens them (proton reactor thread).
+"""The AMQP side: connections, sessions and links as the azure-servicebus SDK opens them (proton reactor
+thread).
 
 Nodes a link may attach to: ``$cbs`` (put-token), ``<entity>/$management`` (request/response) and entities
 (``queue``, ``queue/$DeadLetterQueue``, ``topic``, ``topic/Subscriptions/sub``…; addresses may carry the
@@ -8,7 +9,8 @@ unless an unexpired ``put-token`` on the same connection covers the entity.
 Outgoing deliveries (the client's receiver): the delivery tag is the lock token (``uuid.bytes_le``, the .NET
 Guid layout the SDK reads back), the header carries the delivery count, message annotations carry
 ``x-opt-sequence-number``, ``x-opt-enqueued-time`` and ``x-opt-locked-until``. The client's disposition is
-applied and echoed settled (accepted / modified / rejected); a settlement the broker cannot apply (lock expired,
+applied and echoed settled (accepted / modified / rejected); a settlement the broker cannot apply
+(lock expired,
 already settled) is echoed ``rejected`` with ``com.microsoft:message-lock-lost``, which the SDK raises as
 ``MessageLockLostError``.
 """
@@ -183,7 +185,7 @@ class ServiceBusHandler(Handler):  # type: ignore[misc]  # proton is untyped
         outcome, condition = Disposition.ACCEPTED, None
         try:
             if len(payload) > MAX_MESSAGE_BYTES:
-                raise EntityError(
+                raise EntityError(  # noqa: TRY301 - the handler below turns it into the link's rejection
                     SIZE_EXCEEDED,
                     f"The received message (size {len(payload)} bytes) exceeds the "
                     f"limit ({MAX_MESSAGE_BYTES} bytes) currently allowed on the link.",
@@ -248,9 +250,9 @@ class ServiceBusHandler(Handler):  # type: ignore[misc]  # proton is untyped
                 candidate.is_sender
                 and other is not None
                 and (other.kind, other.entity) == (state.kind, state.entity)
+                and candidate.session == link.session
             ):
-                if candidate.session == link.session:
-                    return candidate
+                return candidate
             candidate = candidate.next(Endpoint.LOCAL_ACTIVE)
         return None
 

@@ -1,8 +1,10 @@
-"""The stand-in's listener: a proton reactor on its own thread, amqps on a loopback port with the emulator's CA.
+"""The stand-in's listener: a proton reactor on its own thread, amqps on a loopback port with the
+emulator's CA.
 
 ``ServiceBusStandIn(tls, host).start()`` binds (port 0 = a free port), returns the ``serviceBus`` block of
 emulator.json and serves until ``stop()``. The SAS key of ``RootManageSharedAccessKey`` is random per start,
-or kept in ``<state>/servicebus-key.json`` when ``key_file`` is given (``--persist``). Messages are not persisted.
+or kept in ``<state>/servicebus-key.json`` when ``key_file`` is given (``--persist``). Messages are
+not persisted.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Every SDK call goes through ``_call``: SDK errors become ``shared.errors`` (``sdk_errors.guarded``) and
 transient ones are retried by a bounded ``Retrier`` — needed because the SDK never retries POSTs (queries,
-attestation reads) nor a 429 without Retry-After (reference §7). Status changes are ETag-safe
+attestation reads) nor a 429 without Retry-After (docs/azure-behaviour.md §7). Status changes are ETag-safe
 read-modify-writes: the enrollment is read whole, its status changed, and written back with its ETag
 (the SDK echoes the body's etag as If-Match, §3.4); a 412 means someone else wrote in between, so the
 adapter re-reads and tries again, a bounded number of times. The read is skipped when the last
@@ -57,7 +57,7 @@ class DpsProvisioningService:
         # Last enrollment/group read per ID, consumed by the next status change of that ID (module doc).
         self._reads = read_cache if read_cache is not None else ReadCache()
         if ca_bundle:
-            # Per client, never via the process environment (reference §6).
+            # Per client, never via the process environment (docs/azure-behaviour.md §6).
             client._runtime_client.config.connection.verify = ca_bundle
 
     @classmethod
@@ -150,7 +150,7 @@ class DpsProvisioningService:
         """Stream a group's registration records page by page.
 
         Uses the generated client directly because the SDK's ``create_registration_state_query`` is broken
-        in 1.2.0 (reference §3.7): ``POST /registrations/{groupId}/query`` with paging headers.
+        in 1.2.0 (docs/azure-behaviour.md §3.7): ``POST /registrations/{groupId}/query`` with paging headers.
         """
         runtime = self._client._runtime_client
         token: str | None = None

@@ -138,7 +138,7 @@ def blocking_enrollment(registration_id: str, *, certificate_pem: str | None, ma
     X.509 with the device's certificate as primary client certificate when known, so DPS matches it
     before any group; otherwise symmetric key with the keys left for DPS to generate (nobody holds them,
     and the enrollment is disabled anyway): DPS looks individual enrollments up by registration ID first
-    (reference §1.1), so either shadows the group.
+    (docs/azure-behaviour.md §1.1), so either shadows the group.
     """
     if certificate_pem:
         mechanism = AttestationMechanism.create_with_x509_client_certs(certificate_pem)

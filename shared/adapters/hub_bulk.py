@@ -4,8 +4,8 @@
 their round trips so that the single-device code stays short. Everything goes through the hub's
 ``HubClient`` (errors translated, transient ones retried), the same client the registry uses.
 
-Not pinned by a source (reference §11.7): whether the service commits the successful items of a bulk
-call that answers 400; this adapter assumes it does and reports only the listed devices as failed.
+Not pinned by a source (docs/azure-behaviour.md §11.7): whether the service commits the successful items of a
+bulk call that answers 400; this adapter assumes it does and reports only the listed devices as failed.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from shared.errors import Permanent
 from shared.model import HubDeviceStatus
 from shared.ports import BulkResult
 
-BULK_LIMIT = 100  # devices per bulk registry call (reference §4.4)
+BULK_LIMIT = 100  # devices per bulk registry call (docs/azure-behaviour.md §4.4)
 # Device IDs safe to quote inside a registry query: the documented character set minus the quote (§2).
 _QUERYABLE_ID = re.compile(r"^[A-Za-z0-9\-.%_*?!(),:=@$]{1,128}$")
 _RETRY_CODE = "PreconditionFailed"

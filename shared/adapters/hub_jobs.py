@@ -1,5 +1,5 @@
-"""Large-group purges through IoT Hub import jobs (reference §9), which the identity-registry throttle does
-not limit: one job replaces thousands of throttled bulk calls.
+"""Large-group purges through IoT Hub import jobs (docs/azure-behaviour.md §9), which the identity-registry
+throttle does not limit: one job replaces thousands of throttled bulk calls.
 
 * delete: stream ``{"id", "importMode": "delete"}`` lines into ``devices.txt`` (Put Block / Put Block List,
   so memory stays bounded), create an ``import`` job with the container's SAS URI, poll it to the end.

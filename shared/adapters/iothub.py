@@ -3,10 +3,10 @@
 Single-device changes are read-modify-writes of the whole ``Device``: read it, change ``status`` and
 ``statusReason``, write it back with ``If-Match: "<etag>"`` through the protocol client. The SDK's
 ``update_device_with_*`` helpers are avoided on purpose: they rebuild the device from their arguments
-and would drop keys, thumbprints, ``iotEdge`` and scopes (reference §10.1). A 412 means a concurrent
-writer: re-read and retry, bounded. The read is skipped when the last ``get`` of that device is still in the
-registry's ``ReadCache`` (≤30 s old): the write then carries that read's etag as If-Match, so a change made
-in between costs a 412 and a re-read, never a lost update.
+and would drop keys, thumbprints, ``iotEdge`` and scopes (docs/azure-behaviour.md §10.1). A 412 means a
+concurrent writer: re-read and retry, bounded. The read is skipped when the last ``get`` of that device is
+still in the registry's ``ReadCache`` (≤30 s old): the write then carries that read's etag as If-Match, so a
+change made in between costs a 412 and a re-read, never a lost update.
 
 Bulk changes (≤100 devices a call, the service limit) use ``POST /devices``
 (``bulk_create_or_update_devices``), implemented in ``hub_bulk``; ``HubDeviceRegistry.bulk_disable``
@@ -35,7 +35,7 @@ from shared.ports import BulkResult, Change
 log = logging.getLogger(__name__)
 
 ETAG_ATTEMPTS = 5
-STATUS_REASON_MAX = 128  # the registry's limit (reference §2)
+STATUS_REASON_MAX = 128  # the registry's limit (docs/azure-behaviour.md §2)
 
 
 def _quoted(etag: str | None) -> str:

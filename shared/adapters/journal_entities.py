@@ -6,7 +6,8 @@ already written.
 
 Long text (a plan, a rejected body) is split over ``<Name>0 … <Name>N-1`` string properties with a count in
 ``<Name>Chunks``, at most ``CHUNK`` UTF-16 code units each (the service allows 64 KiB = 32K UTF-16 code units
-per string property, so an emoji counts twice). Optional fields that are None are left out of the row rather than stored as nulls.
+per string property, so an emoji counts twice). Optional fields that are None are left out of the
+row rather than stored as nulls.
 """
 
 from __future__ import annotations

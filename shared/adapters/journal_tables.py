@@ -242,9 +242,12 @@ class TableJournal:
                "ExpiresAt": expires_at(now, ttl_seconds)}
         try:
             with_retry(lambda: self._leases.create_entity(row), "journal claim target")
-            return True
         except Conflict:
-            pass
+            return self._take_over(row, holder, now)
+        return True
+
+    def _take_over(self, row: dict[str, Any], holder: str, now: Any) -> bool:
+        """The lease exists: extend it when it is ours, take it when it expired, else leave it."""
         try:
             current = with_retry(lambda: self._leases.get_entity(row["PartitionKey"], LEASE), "journal lease")
         except NotFound:
@@ -324,8 +327,8 @@ class TableJournal:
         stored = to_batch(current)
         if not batch_may_become(stored.state, batch.state):
             return False
-        settled = BatchRecord(**{**batch.__dict__, "device_ids": stored.device_ids, "error": clamp(batch.error),
-                                 "at": rfc3339(self._clock())})
+        settled = BatchRecord(**{**batch.__dict__, "device_ids": stored.device_ids,
+                                 "error": clamp(batch.error), "at": rfc3339(self._clock())})
         try:
             self._replace(self._events, batch_entity(pk, key, settled), current.metadata["etag"],
                           "journal settle batch")
@@ -398,7 +401,7 @@ class TableJournal:
         return sum(1 for _ in stream_pages(rows.by_page(), "journal count attempts"))
 
     @staticmethod
-    def _replace(table: Any, entity: dict[str, Any], etag: str, what: str) -> None:
+    def _replace(table: Any, entity: dict[str, Any], etag: str | None, what: str) -> None:
         """Replace ``entity`` only if it is unchanged since it was read with ``etag`` (412 otherwise)."""
 
         def replace() -> object:

@@ -1,8 +1,10 @@
 """Outcome notifications on Service Bus: tells the reporting system how each event ended.
 
-``ServiceBusOutcomeSender`` sends with the SDK's ``ServiceBusSender``: in Azure from a connection string or, for
+``ServiceBusOutcomeSender`` sends with the SDK's ``ServiceBusSender``: in Azure from a connection string
+or, for
 identity-based access, a fully qualified namespace and ``DefaultAzureCredential``; locally against the
-emulator's Service Bus stand-in (``shared.adapters.servicebus_connect``: endpoint port, ``SERVICEBUS_CA_BUNDLE``).
+emulator's Service Bus stand-in (``shared.adapters.servicebus_connect``: endpoint port,
+``SERVICEBUS_CA_BUNDLE``).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """``PoisonQueue`` over a Storage queue (azure-storage-queue 12.18; Azurite locally).
 
 The Functions host moves a queue message that failed ``maxDequeueCount`` times to ``<queue>-poison``
-(functions-host-behaviour reference, section 2). The audit only counts and peeks: nothing is dequeued,
+(docs/azure-behaviour.md §F2). The audit only counts and peeks: nothing is dequeued,
 hidden or deleted. A poison queue that does not exist yet counts as empty.
 """
 

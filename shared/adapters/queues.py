@@ -18,7 +18,7 @@ from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64E
 from shared.adapters.storage_errors import with_retry
 
 # azure-storage-queue 12.18 sends a service version newer than Azurite 3.35 accepts; this one works on both
-# Azurite and Azure (functions-host-behaviour reference, section 7).
+# Azurite and Azure (docs/azure-behaviour.md §F7).
 QUEUE_API_VERSION = "2025-11-05"
 
 

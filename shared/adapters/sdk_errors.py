@@ -1,6 +1,6 @@
 """Translate exceptions of the Azure IoT SDKs into ``shared.errors``, without leaking secrets.
 
-Where the status lives (reference azure-iot-behaviour.md §3.6, §4.5):
+Where the status lives (docs/azure-behaviour.md §3.6, §4.5):
 
 * DPS (provisioningserviceclient 1.2.0): ``ProvisioningServiceError`` whose ``.cause`` is a
   ``ProvisioningServiceErrorDetailsException`` (an msrest ``HttpOperationError``) with

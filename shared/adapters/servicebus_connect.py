@@ -1,4 +1,5 @@
-"""Build an ``azure.servicebus.ServiceBusClient`` from a connection string — in Azure and on the local stand-in.
+"""Build an ``azure.servicebus.ServiceBusClient`` from a connection string — in Azure and on the local
+stand-in.
 
 In Azure the connection string is used as is. Two settings exist for the local stand-in (emulator/README.md,
 "Service Bus") and change nothing for a real namespace:

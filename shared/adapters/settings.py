@@ -4,7 +4,7 @@ Read from a mapping (the environment, or ``local.settings.json`` ``Values`` load
 ``load_local_settings``). ``repr`` never shows a key, SAS token or connection string.
 
 Connection settings (``JOURNAL_CONNECTION``, ``SERVICEBUS_CONNECTION``, ``OUTCOME_SERVICEBUS_CONNECTION``)
-resolve like a Functions binding's ``connection`` (reference functions-host-behaviour §6, §10.7):
+resolve like a Functions binding's ``connection`` (docs/azure-behaviour.md §F6, §F10.7):
 ``AzureWebJobs<name>`` then ``<name>``, each time ``ConnectionStrings:<name>`` first; a value is a
 connection string; no value but ``<name>__*`` keys is an identity-based connection (e.g.
 ``<name>__tableServiceUri``, ``<name>__fullyQualifiedNamespace``, ``<name>__credential``,
@@ -60,7 +60,8 @@ DEV_STORAGE = (
 _QUEUE_NAME = re.compile(r"^(?=.{3,63}$)[a-z0-9](?:[a-z0-9]|-(?!-))*[a-z0-9]$")
 _SECRET_WORDS = ("secret", "key", "password", "token")
 _HUB_HOST = re.compile(r"^[a-z0-9][a-z0-9.:-]{0,252}$")  # host name, optional ':port' (a throttle RowKey)
-S1_REGISTRY_OPS_PER_MINUTE = 100.0  # identity-registry ops/min of one S1/S2 unit (reference §8.1)
+# identity-registry ops/min of one S1/S2 unit (docs/azure-behaviour.md §8.1)
+S1_REGISTRY_OPS_PER_MINUTE = 100.0
 
 
 class SettingsError(Permanent):

@@ -1,4 +1,4 @@
-"""Fixtures for the Service Bus stand-in conformance tests: one stand-in per module, one queue per test.
+"""The Service Bus stand-in as the conformance tests see it (fixtures in tests/conformance/conftest.py).
 
 Every client here is the unmodified azure-servicebus SDK, given only what any caller of the stand-in gives it
 (``shared.adapters.servicebus_connect``: the endpoint's port and the emulator CA).
@@ -6,16 +6,10 @@ Every client here is the unmodified azure-servicebus SDK, given only what any ca
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import pytest
-
 from emulator.servicebus import ServiceBusStandIn
-from emulator.tls import ensure_tls
 from shared.adapters.servicebus_connect import client_from_connection_string
 
 
@@ -32,18 +26,3 @@ class StandIn:
         return client_from_connection_string(
             connection_string or self.connection_string, ca_bundle=self.ca_bundle, **kwargs
         )
-
-
-@pytest.fixture(scope="module")
-def standin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StandIn]:
-    state: Path = tmp_path_factory.mktemp("servicebus")
-    tls = ensure_tls(state)
-    server = ServiceBusStandIn(tls)
-    server.start()
-    yield StandIn(server, str(tls.ca_cert))
-    server.stop()
-
-
-@pytest.fixture
-def queue() -> str:
-    return f"q-{uuid.uuid4().hex[:10]}"

@@ -1,4 +1,5 @@
-"""Device registration against the emulated DPS: who may (re)provision (reference §1.1/§1.2 outcome table).
+"""Device registration against the emulated DPS: who may (re)provision (docs/azure-behaviour.md §1.1/§1.2
+outcome table).
 
 Enrollments are managed with the real provisioningserviceclient; the device side is plain HTTPS (the
 emulator's documented stand-ins: ``x-emulator-client-cert`` for X.509 chains, ``x-emulator-tpm-ek`` for TPM).

@@ -1,9 +1,9 @@
 """DPS service API conformance: the unmodified provisioningserviceclient 1.2.0 against the emulator.
 
-Covers reference §3: CRUD status codes (PUT 200, DELETE 204), ETag handling, the error body parsed into
-``ProvisioningServiceError.cause``, attestation-mechanism reads, bulk operations (≤10), query paging (no
-continuation on the last page) and the registration-state query through the §3.7 workaround. Where the SDK has
-no call (bad api-version, wrong content type, bad SAS), plain ``requests`` is used.
+Covers docs/azure-behaviour.md §3: CRUD status codes (PUT 200, DELETE 204), ETag handling, the error body
+parsed into ``ProvisioningServiceError.cause``, attestation-mechanism reads, bulk operations (≤10), query
+paging (no continuation on the last page) and the registration-state query through the §3.7 workaround. Where
+the SDK has no call (bad api-version, wrong content type, bad SAS), plain ``requests`` is used.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""SAS authorisation of the service APIs (reference §5) and the admin API's loopback rule.
+"""SAS authorisation of the service APIs (docs/azure-behaviour.md §5) and the admin API's loopback rule.
 
 Wrong keys, expired tokens, unknown policies and out-of-scope resources are refused with 401 and the
 service's own error body; the unmodified SDKs surface that as their usual exceptions.

@@ -1,4 +1,4 @@
-"""Realism knobs through the admin API, observed through the unmodified SDKs (reference §7, §8).
+"""Realism knobs through the admin API, observed through the unmodified SDKs (docs/azure-behaviour.md §7, §8).
 
 Throttle windows are compressed (``timeCompression``) so a per-minute budget refills within ~1 s.
 """

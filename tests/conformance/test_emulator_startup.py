@@ -40,7 +40,8 @@ def test_cli_starts_under_3_seconds_and_serves_the_sdk(tmp_path: Path, monkeypat
         wait_for(config_path, proc, 10)
         assert time.monotonic() - started < 3.0
         config = json.loads(config_path.read_text())
-        assert config["dps"]["connectionString"].count(";") == 2  # exactly three parts (reference §3.1)
+        # exactly three parts (docs/azure-behaviour.md §3.1)
+        assert config["dps"]["connectionString"].count(";") == 2
         assert config["dps"]["idScope"].startswith("0ne")
         assert [h["name"] for h in config["hubs"]] == ["hub-1"]
         assert Path(config["caBundle"]).is_file()

@@ -1,6 +1,6 @@
 """IoT Hub registry conformance: the unmodified azure-iot-hub 2.7.0 client against the emulator.
 
-Covers reference §4.2/§4.4/§4.5: PUT 200 / DELETE 204, generated keys, 409/404/412 with the
+Covers docs/azure-behaviour.md §4.2/§4.4/§4.5: PUT 200 / DELETE 204, generated keys, 409/404/412 with the
 ``iothub-errorcode`` header and the classic error body, If-Match forms, get_devices top, twins, statistics.
 """
 

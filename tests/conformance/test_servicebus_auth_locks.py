@@ -12,20 +12,21 @@ from azure.servicebus.exceptions import (
     ServiceBusConnectionError,
 )
 
-from tests.conformance.servicebus_helper import StandIn, queue, standin  # noqa: F401
+from tests.conformance.servicebus_helper import StandIn
 
 
 def test_wrong_key_gets_the_sdk_authentication_error(standin: StandIn, queue: str) -> None:
     wrong = standin.connection_string.replace(standin.server.key, "d3Jvbmcta2V5LXdyb25nLWtleS13cm9uZy1rZXk=")
     # The SDK raises ServiceBusConnectionError instead of ServiceBusAuthenticationError whenever
     # custom_endpoint_address is set (its "uamqp parity" rule), which the stand-in's port needs; the cause is
-    # still the CBS 401 (TokenAuthFailure). Against Azure (no port) the same failure is the authentication error.
+    # still the CBS 401 (TokenAuthFailure). Against Azure (no port) the same failure is the authentication
+    # error.
     with (
         standin.client(wrong, retry_total=0) as client,
         pytest.raises((ServiceBusAuthenticationError, ServiceBusConnectionError)) as caught,
+        client.get_queue_sender(queue) as sender,
     ):
-        with client.get_queue_sender(queue) as sender:
-            sender.send_messages(ServiceBusMessage("never"))
+        sender.send_messages(ServiceBusMessage("never"))
     cause = caught.value.__cause__ or getattr(caught.value, "inner_exception", None)
     assert "TokenAuthFailure" in repr(cause) or "401" in repr(cause), repr(cause)
     assert queue not in standin.server.broker.describe()

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from shared.adapters.notifier import OutcomeNotifier, ServiceBusOutcomeSender
-from tests.conformance.servicebus_helper import StandIn, queue, standin  # noqa: F401
+from tests.conformance.servicebus_helper import StandIn
 
 
 def test_outcome_message_carries_event_and_correlation_ids(

@@ -6,7 +6,7 @@ import pytest
 from azure.servicebus import ServiceBusMessage, ServiceBusReceiveMode, ServiceBusSubQueue
 from azure.servicebus.exceptions import MessageSizeExceededError
 
-from tests.conformance.servicebus_helper import StandIn, queue, standin  # noqa: F401
+from tests.conformance.servicebus_helper import StandIn
 
 WAIT = 2
 
@@ -42,8 +42,10 @@ def test_properties_survive_the_round_trip(standin: StandIn, queue: str) -> None
             )
             assert msg.application_properties == {b"source": b"tracker", b"attempt": 3}
             assert msg.delivery_count == 0  # AMQP header semantics: no earlier delivery
-            assert msg.sequence_number >= 1 and msg.enqueued_time_utc is not None
-            assert msg.lock_token is not None and msg.locked_until_utc > msg.enqueued_time_utc
+            assert msg.sequence_number >= 1
+            assert msg.enqueued_time_utc is not None
+            assert msg.lock_token is not None
+            assert msg.locked_until_utc > msg.enqueued_time_utc
             receiver.complete_message(msg)
             assert receiver.receive_messages(max_message_count=1, max_wait_time=0.5) == []
 

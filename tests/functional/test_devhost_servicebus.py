@@ -1,4 +1,4 @@
-"""Service Bus pump over the in-memory FAKE broker (no broker can run here, reference §8).
+"""Service Bus pump over the in-memory FAKE broker (no broker can run here, docs/azure-behaviour.md §F8).
 
 The fake is the boundary being substituted; the pump, the indexing and the invocation are real.
 """
@@ -104,8 +104,10 @@ def test_sdk_receiver_completes_and_abandons_to_dead_letter(  # type: ignore[no-
     server, ca = sb_standin
     monkeypatch.setenv("SERVICEBUS_CA_BUNDLE", ca)
     server.broker.configure("orders", max_delivery_count=3)
-    host = make_host(settings={"TOY_SERVICEBUS": server.connection_string}, run_timers=False, serve_http=False)
-    with client_from_connection_string(server.connection_string) as client, client.get_queue_sender("orders") as s:
+    host = make_host(settings={"TOY_SERVICEBUS": server.connection_string}, run_timers=False,
+                     serve_http=False)
+    with (client_from_connection_string(server.connection_string) as client,
+          client.get_queue_sender("orders") as s):
         s.send_messages(ServiceBusMessage("good order"))
         s.send_messages(ServiceBusMessage("bad order"))
     _wait_for(lambda: server.broker.describe().get("orders/$deadletterqueue", {}).get("active") == 1, 30)

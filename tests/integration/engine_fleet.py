@@ -26,8 +26,12 @@ from shared.adapters.dps import DpsProvisioningService
 from shared.adapters.iothub import HubRegistries
 from shared.adapters.retry import Retrier, RetryPolicy
 from shared.events import LifecycleEvent, parse_event
+from shared.policy import DEFAULT_POLICY
+from shared.ports import Journal
 from tests.conformance.certs_helper import chain_header, device_sas, register_device
 from tests.support.certs import IssuedCert, make_ca, make_leaf
+from unprovision.engine.core import Engine
+from unprovision.group.inprocess import GroupWork
 
 OCCURRED_AT = "2025-01-31T12:00:00Z"
 
@@ -175,6 +179,16 @@ def hub_status(emu: Any, device_id: str, hub_host: str) -> str | None:
         raise
 
 
+def enrollment_status(emu: Any, reg_id: str) -> str | None:
+    """The individual enrollment's ``provisioningStatus`` through the real SDK; None when there is none."""
+    try:
+        return str(sdk(emu).get_individual_enrollment(reg_id).provisioning_status)
+    except Exception as exc:  # the SDK raises its own ProvisioningServiceError, which carries no status
+        if "404" in str(exc) or "not found" in str(exc).lower():
+            return None
+        raise
+
+
 # ---- engine ports and events ---------------------------------------------------------------------------
 
 
@@ -190,6 +204,17 @@ def engine_ports(emu: Any, retrier: Retrier | None = None) -> tuple[DpsProvision
     dps = DpsProvisioningService.from_connection_string(emu.dps_connection_string, retrier=retry)
     registries = HubRegistries({h["hostName"]: h["connectionString"] for h in emu.hubs}, retrier=retry)
     return dps, registries
+
+
+def engine(emu: Any, journal: Journal, *, retrier: Retrier | None = None, dps: Any = None,
+           group_work: GroupWork | None = None, **options: Any) -> Engine:
+    """The product's engine over the production adapters (``engine_ports``), in-process group work (no work
+    queue) with the default policy; ``dps`` replaces the DPS adapter (e.g. a counting wrapper), ``options``
+    are further ``Engine`` fields (``group_cache``, ...)."""
+    ports_dps, registries = engine_ports(emu, retrier)
+    return Engine(dps=dps if dps is not None else ports_dps, registries=registries, journal=journal,
+                  policy=DEFAULT_POLICY, group_work=group_work if group_work is not None else GroupWork(),
+                  **options)
 
 
 def event(event_id: str, type_: str, *, reg_id: str | None = None, group_id: str | None = None,

@@ -1,4 +1,4 @@
-"""The engine end to end: every planner case applied by ``orchestrator.apply`` through the real SDK adapters
+"""The engine end to end: every planner case applied by ``Engine.apply`` through the real SDK adapters
 against the emulator, journaled in Azurite, and then checked from the device's side.
 
 "Revoked" is asserted the way it matters: the device's next registration attempt at the DPS device endpoint
@@ -13,17 +13,14 @@ import pytest
 
 from shared.adapters.journal_tables import TableJournal
 from shared.errors import Transient
-from shared.policy import DEFAULT_POLICY
 from tests.integration import engine_fleet as fleet
-from unprovision.orchestrator import apply
 from unprovision.outcomes import Outcome
 
 pytestmark = pytest.mark.slow
 
 
 def run(emu: Any, journal: TableJournal, evt: Any, **options: Any) -> Outcome:
-    dps, registries = fleet.engine_ports(emu)
-    return apply(evt, dps=dps, registries=registries, journal=journal, policy=DEFAULT_POLICY, **options)
+    return fleet.engine(emu, journal).apply(evt, **options)
 
 
 def kinds(outcome: Outcome) -> list[tuple[str, str]]:
@@ -174,9 +171,8 @@ def test_a_hub_outage_in_the_middle_of_a_group_plan_is_recorded_and_a_rerun_comp
     emu.admin("PUT", "/faults", json={"rate5xx": 1.0, "status5xx": 503, "services": hub_names,
                                       "methods": ["POST"], "paths": ["^/devices/?$"]})
     evt = fleet.event("e-flaky", "compromised", group_id="grp-flaky")
-    dps, registries = fleet.engine_ports(emu, fleet.fast_retrier(attempts=2))
     with pytest.raises(Transient):
-        apply(evt, dps=dps, registries=registries, journal=table_journal, policy=DEFAULT_POLICY)
+        fleet.engine(emu, table_journal, retrier=fleet.fast_retrier(attempts=2)).apply(evt)
     record = table_journal.get("e-flaky")
     assert record is not None
     assert record.status not in ("completed", "failed")

@@ -25,10 +25,8 @@ from shared.adapters.dps import DpsProvisioningService
 from shared.adapters.hub_jobs import BlobContainer, HubImportJobs
 from shared.adapters.journal_tables import TableJournal
 from shared.model import RegistrationState
-from shared.policy import DEFAULT_POLICY
 from tests.integration import engine_fleet as fleet
-from unprovision.groupwork import GroupWork, Progress
-from unprovision.orchestrator import apply
+from unprovision.group.inprocess import GroupWork, Progress
 from unprovision.throttle import S1_OPS_PER_MINUTE, HubBudget, InMemoryRateLimiter
 
 pytestmark = pytest.mark.slow
@@ -86,11 +84,10 @@ def test_a_thousand_device_group_on_two_hubs_is_purged_within_s1_with_bounded_me
     rate = S1_OPS_PER_MINUTE * COMPRESSION
     budget = HubBudget(ops_per_minute=rate * 0.9, burst=S1_OPS_PER_MINUTE * 0.1)
     work = GroupWork(limiter=InMemoryRateLimiter(default=budget), max_in_flight=1, page_size=100)
-    dps, registries = fleet.engine_ports(emu)
+    dps, _registries = fleet.engine_ports(emu)
     counting = CountingDps(dps)
-    outcome = apply(fleet.event("e-large", "compromised", group_id=GROUP), dps=counting,  # type: ignore[arg-type]
-                    registries=registries, journal=table_journal, policy=DEFAULT_POLICY, group_work=work,
-                    progress=counting.progress)
+    engine = fleet.engine(emu, table_journal, dps=counting, group_work=work)
+    outcome = engine.apply(fleet.event("e-large", "compromised", group_id=GROUP), progress=counting.progress)
     assert outcome.status == "completed", outcome.error
     assert sum(1 for i in range(2) for s in fleet.hub_statuses(emu, i).values() if s == "disabled") == DEVICES
     assert registry_429s(emu) == 0, "a bulk call went over the hub's S1 budget"
@@ -136,9 +133,8 @@ def test_hubs_above_the_threshold_are_purged_by_one_import_job_without_spending_
     fleet.seed_large_group(emu, GROUP, DEVICES)
     s1_compressed(emu)
     work = GroupWork(import_job_threshold=300, import_jobs=job_runners(emu, blob_store, f"jobs{event_type}"))
-    dps, registries = fleet.engine_ports(emu)
-    outcome = apply(fleet.event(f"e-job-{event_type}", event_type, group_id=GROUP, **extra), dps=dps,
-                    registries=registries, journal=table_journal, policy=DEFAULT_POLICY, group_work=work)
+    outcome = fleet.engine(emu, table_journal, group_work=work).apply(
+        fleet.event(f"e-job-{event_type}", event_type, group_id=GROUP, **extra))
     assert outcome.status == "completed", outcome.error
     assert outcome.steps[-1].after is not None
     assert f"changed={DEVICES} unchanged=0 failed=0" in outcome.steps[-1].after
@@ -168,9 +164,8 @@ def test_a_disable_job_counts_already_disabled_and_absent_members_as_unchanged(
                 for r in extra[:10] if r["assignedHub"] == hosts[0]]
     emu.admin("POST", "/seed", json={"registrations": extra, "devices": {emu.hubs[0]["name"]: disabled}})
     work = GroupWork(import_job_threshold=1, import_jobs=job_runners(emu, blob_store, "jobsunchanged"))
-    dps, registries = fleet.engine_ports(emu)
-    outcome = apply(fleet.event("e-job-unchanged", "compromised", group_id=GROUP), dps=dps,
-                    registries=registries, journal=table_journal, policy=DEFAULT_POLICY, group_work=work)
+    outcome = fleet.engine(emu, table_journal, group_work=work).apply(
+        fleet.event("e-job-unchanged", "compromised", group_id=GROUP))
     assert outcome.status == "completed", outcome.error
     # 5 seeded disabled on hub 0; the other 15 extra members have no identity at all
     assert "changed=200 unchanged=20 failed=0" in (outcome.steps[-1].after or "")

@@ -10,10 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from shared.adapters.journal_memory import InMemoryJournal
-from shared.policy import DEFAULT_POLICY
 from tests.integration import engine_fleet as fleet
-from unprovision.inventory import GroupCache
-from unprovision.orchestrator import apply
+from unprovision.engine.inventory import GroupCache
 
 BUDGET = 6
 
@@ -37,12 +35,11 @@ def test_a_lost_symmetric_key_device_costs_at_most_six_service_calls(clean_emula
     emu = clean_emulator
     device = fleet.individual_device(emu, "rt-1", hub=0)
     hub = fleet.assigned_hub(emu, "rt-1")
-    dps, registries = fleet.engine_ports(emu)
     cache = GroupCache()
-    cache.groups(dps)  # warm: the group list is read once per process and TTL
+    engine = fleet.engine(emu, InMemoryJournal(), group_cache=cache)
+    cache.groups(engine.dps)  # warm: the group list is read once per process and TTL
     before = service_calls(emu)
-    outcome = apply(fleet.event("e-rt", "lost", reg_id="rt-1"), dps=dps, registries=registries,
-                    journal=InMemoryJournal(), policy=DEFAULT_POLICY, group_cache=cache)
+    outcome = engine.apply(fleet.event("e-rt", "lost", reg_id="rt-1"))
     spent = delta(service_calls(emu), before)
     assert outcome.status == "completed", outcome.error
     assert [(s.kind, s.outcome) for s in outcome.steps] == [("EnrollmentDisabled", "done"),

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +50,7 @@ def in_process_services(emu: Any, blobs: AzuriteHandle, tmp_path: Path, threshol
                              base={GROUP_IMPORT_JOB_THRESHOLD: str(threshold)})
     services = wiring.build_services(settings, table_prefix=unique_prefix(), environ={})
     assert services.import_jobs is not None, "an account key and a blob endpoint enable import jobs"
-    return replace(services, work_queue=None)
+    return services.in_process()
 
 
 def retire_group(services: wiring.Services) -> Any:

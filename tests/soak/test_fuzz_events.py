@@ -25,6 +25,9 @@ from unprovision.service import HandledOutcome, handle_event_body
 from unprovision.wiring import Services
 
 FINISHED = {"completed", "refused", "rejected", "failed"}
+# Refusals the engine answers without claiming the eventId (a reused eventId with another body; force without
+# the authority to force): journaled as rejections, never applied.
+REFUSALS = {"conflict": "eventId", "forbidden": "force"}
 
 
 def assert_clear_errors(errors: object) -> None:
@@ -74,7 +77,16 @@ def test_queue_entry_point_settles_every_fuzzed_body_and_keeps_rejections(
     app_services: Services, body: str | bytes,
 ) -> None:
     outcome = handle_event_body(body, app_services)  # with no faults injected nothing may be retried
-    assert outcome.status in FINISHED, outcome
+    assert outcome.status in FINISHED | set(REFUSALS), outcome
+    if outcome.status in REFUSALS:
+        field = REFUSALS[str(outcome.status)]
+        assert outcome.error and outcome.error.startswith(f"{field}: "), outcome
+        kept = [r for r in app_services.journal.iter_rejections(outcome.event_id)
+                if any(e["field"] == field for e in r.errors)]
+        assert kept, "a refused event is recorded as a rejection, not dropped"
+        for record in kept:
+            assert_clear_errors(list(record.errors))
+        return
     if outcome.status != "rejected":
         return
     assert isinstance(outcome, HandledOutcome)

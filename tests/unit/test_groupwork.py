@@ -14,9 +14,11 @@ import pytest
 from shared.adapters.journal_memory import InMemoryJournal
 from shared.errors import Throttled, Transient
 from shared.events import LifecycleEvent, parse_event
+from shared.lifecycle import BatchState, EmissionState
 from shared.model import HubDeviceStatus, ProvisioningStatus, RegistrationState
 from shared.plan import StepKind
 from shared.policy import DEFAULT_POLICY
+from shared.ports import Tally
 from tests.fakes import (
     FakeClock,
     FakeDeviceRegistries,
@@ -25,18 +27,11 @@ from tests.fakes import (
     RecordingNotifier,
     RecordingWorkQueue,
 )
-from unprovision.groupscale import Tally
-from unprovision.groupwork import (
-    GroupWork,
-    Progress,
-    apply_batch,
-    batch_progress,
-    bulk_call,
-    iter_batches,
-    purge_group,
-)
-from unprovision.inventory import GroupCache
-from unprovision.orchestrator import apply
+from unprovision.engine.core import Engine
+from unprovision.engine.inventory import GroupCache
+from unprovision.group import scaleout
+from unprovision.group.batches import bulk_call, iter_batches
+from unprovision.group.inprocess import GroupWork, Progress, purge_group
 from unprovision.throttle import HubBudget, InMemoryRateLimiter
 
 HUBS = ("hub-a.example", "hub-b.example")
@@ -63,6 +58,16 @@ class Fleet:
 
     def work(self, **kwargs: Any) -> GroupWork:
         return GroupWork(limiter=self.limiter, sleep=self.clock.sleep, **kwargs)
+
+    def engine(self, *, scale_out: bool = False) -> Engine:
+        return Engine(dps=self.dps, registries=self.registries, journal=self.journal, policy=DEFAULT_POLICY,
+                      group_work=self.work(), notifier=self.notifier if scale_out else None,
+                      work_queue=self.queue if scale_out else None, group_cache=GroupCache())
+
+    def apply_message(self, message: Any, *, last_delivery: bool = False) -> None:
+        scaleout.apply_batch(scaleout.BatchRef.from_message(message), registries=self.registries,
+                             journal=self.journal, limiter=self.limiter, notifier=self.notifier,
+                             last_delivery=last_delivery, sleep=self.clock.sleep)
 
     def disabled(self) -> int:
         return sum(1 for r in self.hubs.values() for d in r.devices.values()
@@ -154,8 +159,7 @@ def test_devices_on_an_unconfigured_hub_are_counted_failed_with_a_warning() -> N
 
 def test_a_compromised_group_event_is_applied_in_process_end_to_end() -> None:
     fleet = Fleet(size=250)
-    outcome = apply(group_event(), dps=fleet.dps, registries=fleet.registries, journal=fleet.journal,
-                    policy=DEFAULT_POLICY, group_work=fleet.work(), group_cache=GroupCache())
+    outcome = fleet.engine().apply(group_event())
     assert outcome.status == "completed"
     assert [(s.kind, s.outcome) for s in outcome.steps] == [
         ("GroupDisabled", "done"), ("GroupDevicesDisabled", "done")]
@@ -165,62 +169,79 @@ def test_a_compromised_group_event_is_applied_in_process_end_to_end() -> None:
 
 
 def _scale_out(fleet: Fleet) -> Any:
-    return apply(group_event(), dps=fleet.dps, registries=fleet.registries, journal=fleet.journal,
-                 policy=DEFAULT_POLICY, notifier=fleet.notifier, group_cache=GroupCache(),
-                 group_work=fleet.work(scale_out=True, queue=fleet.queue))
+    return fleet.engine(scale_out=True).apply(group_event())
 
 
-def test_scale_out_emits_per_hub_batches_that_apply_batch_consumes_until_the_event_completes() -> None:
+def test_scale_out_records_per_hub_batches_that_apply_batch_consumes_until_the_event_completes() -> None:
     fleet = Fleet(size=450)
     outcome = _scale_out(fleet)
     assert outcome.status == "in_progress"
     assert fleet.disabled() == 0  # the work is queued, not done
+    emission = fleet.journal.latest_emission("grp-ev", 1)
+    assert emission is not None
+    assert (emission.run, emission.state, emission.batches) == (1, EmissionState.RECORDED, 6)
+    batches = fleet.journal.batches("grp-ev", 1, 1)
+    assert len(batches) == 6  # 225 per hub: 100 + 100 + 25
+    assert all(0 < len(b.device_ids) <= 100 for b in batches)
+    assert all(b.hub in HUBS and b.action == "disable" and b.state is BatchState.EMITTED for b in batches)
+    assert sum(len(b.device_ids) for b in batches) == 450
+    assert len({d for b in batches for d in b.device_ids}) == 450
     messages = fleet.queue.messages
-    assert len(messages) == 6  # 225 per hub: 100 + 100 + 25
-    assert all(len(m["deviceIds"]) <= 100 for m in messages)
-    assert all({m["hub"]} <= set(HUBS) and m["action"] == "disable" for m in messages)
+    # A work message names a recorded batch and nothing else: no hub, action or device IDs.
+    assert messages == [{"eventId": "grp-ev", "stepIndex": 1, "run": 1, "batch": n} for n in range(1, 7)]
     for message in messages[:-1]:
-        apply_batch(message, fleet.registries, fleet.journal, fleet.limiter, sleep=fleet.clock.sleep,
-                    notifier=fleet.notifier)
+        fleet.apply_message(message)
     record = fleet.journal.get("grp-ev")
     assert record is not None
     assert record.status == "in_progress"
-    assert batch_progress(record, 1) == (5, 6)
-    apply_batch(messages[-1], fleet.registries, fleet.journal, fleet.limiter, sleep=fleet.clock.sleep,
-                notifier=fleet.notifier)
+    state = scaleout.progress(fleet.journal, "grp-ev", 1)
+    assert state is not None
+    assert (state.settled, state.expected, state.failed_batches) == (5, 6, 0)
+    fleet.apply_message(messages[-1])
     record = fleet.journal.get("grp-ev")
     assert record is not None
     assert record.status == "completed"
     assert fleet.disabled() == 450
+    assert all(b.state is BatchState.APPLIED for b in fleet.journal.batches("grp-ev", 1, 1))
     assert len(fleet.notifier.published) == 1
     final = fleet.notifier.published[0]
     assert final["status"] == "completed"
-    assert final["steps"][1]["after"] == "batches 6/6: changed=450 unchanged=0 failed=0"
+    assert final["steps"][1]["outcome"] == "done"
+    assert final["steps"][1]["after"] == "batches 6: changed=450 unchanged=0 failed=0"
 
 
-def test_a_redelivered_batch_is_counted_once_and_a_late_duplicate_changes_nothing() -> None:
+def test_a_redelivered_batch_is_applied_and_counted_once_and_a_late_duplicate_changes_nothing() -> None:
     fleet = Fleet(size=150)
     _scale_out(fleet)
     first, second = fleet.queue.messages
     for message in (first, first, second, second):
-        apply_batch(message, fleet.registries, fleet.journal, fleet.limiter, sleep=fleet.clock.sleep,
-                    notifier=fleet.notifier)
+        fleet.apply_message(message)
     record = fleet.journal.get("grp-ev")
     assert record is not None
     assert record.status == "completed"
     assert len(fleet.notifier.published) == 1
-    # Accepted bulk calls (a 429 from the simulated hub is retried and not counted): the late duplicate
-    # of the second batch arrived after completion and made no call.
-    assert sum(len(r.bulk_calls) for r in fleet.hubs.values()) == 3
+    # Accepted bulk calls (a 429 from the simulated hub is retried and not counted): a settled batch is
+    # never applied again, so each duplicate made no call.
+    assert sum(len(r.bulk_calls) for r in fleet.hubs.values()) == 2
+    tallies = [b.tally for b in fleet.journal.batches("grp-ev", 1, 1)]
+    assert tallies == [Tally(changed=75), Tally(changed=75)]
+    assert record.steps[1].after == "batches 2: changed=150 unchanged=0 failed=0"
 
 
 def test_scale_out_emission_is_lazy_too() -> None:
     fleet = Fleet(size=1_000)
-    pulled_at_send: list[int] = []
-    fleet.queue.on_send = lambda _m: pulled_at_send.append(fleet.dps.pulled["fleet-grp"])
+    pulled_at_record: list[int] = []
+    record_batch = fleet.journal.record_batch
+
+    def spy(event_id: str, batch: Any) -> None:
+        pulled_at_record.append(fleet.dps.pulled["fleet-grp"])
+        record_batch(event_id, batch)
+
+    fleet.journal.record_batch = spy  # type: ignore[method-assign]
     _scale_out(fleet)
-    assert pulled_at_send[0] < 200
-    assert len(pulled_at_send) == 10
+    assert pulled_at_record[0] < 200  # the first batch is recorded as soon as it fills
+    assert len(pulled_at_record) == 10
+    assert len(fleet.queue.messages) == 10
 
 
 def test_a_redelivered_group_event_does_not_emit_its_batches_twice() -> None:
@@ -228,7 +249,20 @@ def test_a_redelivered_group_event_does_not_emit_its_batches_twice() -> None:
     _scale_out(fleet)
     again = _scale_out(fleet)
     assert again.status == "in_progress"
-    assert len(fleet.queue.messages) == 2
+    emission = fleet.journal.latest_emission("grp-ev", 1)
+    assert emission is not None
+    assert (emission.run, emission.batches) == (1, 2)  # one emission run, its batches recorded once
+    # The redelivery re-sends the still unsettled batches of that run (a crash may have come before they
+    # were sent); it names the same batches, so applying every message applies each batch once.
+    refs = {(m["run"], m["batch"]) for m in fleet.queue.messages}
+    assert refs == {(1, 1), (1, 2)}
+    for message in fleet.queue.messages:
+        fleet.apply_message(message)
+    assert sum(len(r.bulk_calls) for r in fleet.hubs.values()) == 2
+    record = fleet.journal.get("grp-ev")
+    assert record is not None
+    assert record.status == "completed"
+    assert fleet.disabled() == 150
 
 
 def test_a_batch_for_an_unconfigured_hub_fails_the_group_event() -> None:
@@ -236,11 +270,15 @@ def test_a_batch_for_an_unconfigured_hub_fails_the_group_event() -> None:
     fleet.dps.add_registration("stray", "unknown.example", group_id="fleet-grp")
     _scale_out(fleet)
     for message in fleet.queue.messages:
-        apply_batch(message, fleet.registries, fleet.journal, fleet.limiter, sleep=fleet.clock.sleep)
+        fleet.apply_message(message)
     record = fleet.journal.get("grp-ev")
     assert record is not None
     assert record.status == "failed"
-    assert "1 devices not purged" in (record.error or "")
+    assert "1 devices in 1 batches not purged" in (record.error or "")
+    failed = [b for b in fleet.journal.batches("grp-ev", 1, 1) if b.state is BatchState.FAILED]
+    assert [(b.hub, b.device_ids, b.tally) for b in failed] == [
+        ("unknown.example", ("stray",), Tally(failed=1))]
+    assert fleet.disabled() == 10
 
 
 # -- import-job path (in process) ------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from shared.events import LifecycleEvent, parse_event
 from shared.model import AttestationType, HubDeviceStatus, ProvisioningStatus
 from shared.ports import StepRecord
 from tests.fakes import FakeClock, FakeDeviceRegistries, FakeDeviceRegistry, FakeProvisioningService
-from unprovision.inventory import HUB_NOT_CONFIGURED, GroupCache, event_key, read_snapshot
+from unprovision.engine.inventory import HUB_NOT_CONFIGURED, GroupCache, read_snapshot
 
 HUB = "hub-a.example"
 
@@ -83,18 +83,45 @@ def test_a_device_that_never_registered_costs_no_hub_read() -> None:
     assert registry.calls["get"] == 0
 
 
-def test_history_lists_completed_events_with_the_steps_that_took_effect() -> None:
+def _two_step_plan(eid: str) -> dict[str, Any]:
+    return {"eventId": eid, "eventType": "lost", "target": "DEV-1", "steps": [
+        {"kind": "BlockingEnrollmentCreated", "target": "dev-1", "reason": "block"},
+        {"kind": "HubIdentityDisabled", "target": "dev-1", "reason": "hub", "hub": HUB}]}
+
+
+def test_history_lists_every_begun_event_with_its_status_and_the_steps_that_took_effect() -> None:
+    # Not only completed events: a revocation that failed part-way or is still running has changed the
+    # device (its DPS step is done), and a later ``found`` must see it (issue 11, item 3).
     dps, registries, _ = world()
     journal = InMemoryJournal()
-    for eid, status in (("old-lost", "completed"), ("half-done", "in_progress")):
-        journal.begin(eid, event_type="lost", target="DEV-1", source="t", correlation_id=eid, plan={
-            "eventId": eid, "eventType": "lost", "target": "DEV-1", "steps": [{}, {}]})
+    for eid, status in (("old-lost", "completed"), ("half-done", "in_progress"), ("part-failed", "failed")):
+        journal.begin(eid, event_type="lost", target="DEV-1", source="t", correlation_id=eid,
+                      plan=_two_step_plan(eid))
         journal.record_step(eid, StepRecord(0, "BlockingEnrollmentCreated", "dev-1", "done"))
         journal.record_step(eid, StepRecord(1, "HubIdentityDisabled", "dev-1", "failed", error="x"))
         journal.finish(eid, status)
+    journal.begin("other", event_type="lost", target="dev-2", source="t", correlation_id="other",
+                  plan=_two_step_plan("other"))
     snap = read_snapshot(event(), dps, registries, journal, group_cache=GroupCache())
-    history = [(h.event_id, h.step_kinds) for h in snap.history]
-    assert history == [("old-lost", ("BlockingEnrollmentCreated",))]
+    history = sorted((h.event_id, h.step_kinds, str(h.status)) for h in snap.history)
+    assert history == [
+        ("half-done", ("BlockingEnrollmentCreated",), "in_progress"),
+        ("old-lost", ("BlockingEnrollmentCreated",), "completed"),
+        ("part-failed", ("BlockingEnrollmentCreated",), "failed"),
+    ]
+    assert not any(h.forced for h in snap.history)
+
+
+def test_history_keeps_the_first_successful_attempt_of_a_step() -> None:
+    dps, registries, _ = world()
+    journal = InMemoryJournal()
+    journal.begin("ev-0", event_type="lost", target="dev-1", source="t", correlation_id="ev-0",
+                  plan=_two_step_plan("ev-0"))
+    journal.record_step("ev-0", StepRecord(0, "BlockingEnrollmentCreated", "dev-1", "done"))
+    journal.record_step("ev-0", StepRecord(0, "BlockingEnrollmentCreated", "dev-1", "failed", error="dup"))
+    journal.finish("ev-0", "failed")
+    snap = read_snapshot(event(), dps, registries, journal, group_cache=GroupCache())
+    assert [(h.event_id, h.step_kinds) for h in snap.history] == [("ev-0", ("BlockingEnrollmentCreated",))]
 
 
 def test_a_group_event_reads_its_group_fresh_even_when_the_cached_list_is_stale() -> None:
@@ -109,11 +136,3 @@ def test_a_group_event_reads_its_group_fresh_even_when_the_cached_list_is_stale(
     assert by_id == {"grp-1": ProvisioningStatus.DISABLED, "grp-2": ProvisioningStatus.ENABLED}
     assert snap.registration is None
     assert registry.calls["get"] == 0
-
-
-def test_event_key_reads_both_event_objects_and_wire_mappings() -> None:
-    key = event_key(event(correlationId="corr-9"))
-    assert (key.event_id, key.event_type, key.target, key.is_group, key.correlation_id) == (
-        "ev-1", "lost", "dev-1", False, "corr-9")
-    wire = event_key({"eventId": "e", "type": "retired", "enrollmentGroupId": "g", "source": "op"})
-    assert (wire.target, wire.is_group, wire.correlation_id) == ("g", True, "e")

@@ -1,4 +1,4 @@
-"""The orchestrator with the port fakes: order, confirmation, idempotence, crash/resume, failures.
+"""``Engine.apply`` with the port fakes: order, confirmation, idempotence, crash/resume, failures.
 
 Some tests hand-build plans (to pin one behaviour); the rest go event -> planner -> apply end to end.
 """
@@ -6,6 +6,7 @@ Some tests hand-build plans (to pin one behaviour); the rest go event -> planner
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -23,8 +24,9 @@ from tests.fakes import (
     FakeProvisioningService,
     RecordingNotifier,
 )
-from unprovision.inventory import GroupCache
-from unprovision.orchestrator import apply
+from unprovision.engine.core import Engine
+from unprovision.engine.inventory import GroupCache
+from unprovision.group.inprocess import GroupWork
 
 HUB = "hub-a.example"
 
@@ -54,16 +56,22 @@ class World:
             self.dps.add_registration("dev-1", hub, group_id="grp-sym")
         self.registry.add_device("dev-1")
 
-    def apply(self, ev: LifecycleEvent | None = None, **kwargs: Any) -> Any:
-        return apply(ev or event(), dps=self.dps, registries=self.registries, journal=self.journal,
-                     policy=DEFAULT_POLICY, notifier=self.notifier, group_cache=self.cache, **kwargs)
+    def engine(self, **fields: Any) -> Engine:
+        """Built from the world's current fakes (a test may swap ``dps``); ``fields`` override any field."""
+        engine = Engine(dps=self.dps, registries=self.registries, journal=self.journal, policy=DEFAULT_POLICY,
+                        group_work=GroupWork(), notifier=self.notifier, group_cache=self.cache)
+        return replace(engine, **fields)
+
+    def apply(self, ev: LifecycleEvent | None = None, *, planner: Any = None, **kwargs: Any) -> Any:
+        engine = self.engine(planner=planner) if planner is not None else self.engine()
+        return engine.apply(ev or event(), **kwargs)
 
     def mutations(self) -> int:
         return self.dps.mutation_count() + self.registries.mutation_count()
 
 
 def fixed(plan: Plan) -> Any:
-    """A planner that returns a hand-built plan (to pin orchestrator behaviour independent of policy)."""
+    """A planner that returns a hand-built plan (to pin engine behaviour independent of policy)."""
     return lambda _event, _policy, _snapshot: plan
 
 
@@ -190,7 +198,14 @@ def test_a_dps_change_that_does_not_show_on_re_read_fails_the_event_before_the_h
     assert "confirm" in (outcome.error or "")
     assert w.registry.calls["disable"] == 0
     assert w.registry.devices["dev-1"].status is HubDeviceStatus.ENABLED
-    assert [(s.kind, s.outcome) for s in outcome.steps] == [("EnrollmentDisabled", "failed")]
+    assert outcome.error == ("confirm: enrollment dev-1 is enabled after EnrollmentDisabled, "
+                             "expected disabled")
+    # The journal keeps the first successful attempt of a step (what DPS answered); the confirm's mismatch
+    # fails the event, and no hub step was attempted.
+    assert [s.kind for s in outcome.steps] == ["EnrollmentDisabled"]
+    record = w.journal.get("ev-1")
+    assert record is not None
+    assert (record.status, record.error) == ("failed", outcome.error)
 
 
 def test_a_permanent_dps_error_is_recorded_and_stops_before_the_hub() -> None:

@@ -18,10 +18,8 @@ from shared.errors import (
     Throttled,
     Transient,
 )
-from shared.plan import Plan, Step, StepKind
+from shared.plan import Plan, Step, StepKind, plan_to_dict
 from shared.ports import EventRecord, StepRecord
-from shared.plan import plan_to_dict
-from shared.ports import StepRecord
 from unprovision.outcomes import Outcome, classify, http_status
 
 

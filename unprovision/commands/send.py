@@ -41,7 +41,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("event", type=Path, help="lifecycle event JSON file")
     parser.add_argument("--queue", help="queue name (default: LIFECYCLE_QUEUE or device-lifecycle)")
-    parser.add_argument("--servicebus", action="store_true", help="send over Service Bus (SERVICEBUS_CONNECTION)")
+    parser.add_argument("--servicebus", action="store_true",
+                        help="send over Service Bus (SERVICEBUS_CONNECTION)")
     parser.add_argument("--settings", type=Path, help="local.settings.json whose Values become settings")
     return parser
 

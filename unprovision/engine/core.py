@@ -104,7 +104,8 @@ class Engine:
         plan = self.planner(event, self.policy, snapshot)
         hub = snapshot.extra.get(HUB_NOT_CONFIGURED)
         if hub:
-            plan = replace(plan, warnings=(*plan.warnings, f"assigned hub {hub} is not configured in this app"))
+            warning = f"assigned hub {hub} is not configured in this app"
+            plan = replace(plan, warnings=(*plan.warnings, warning))
         return plan
 
     def _context(self, event_id: str, progress: ProgressFn | None) -> Context:
