@@ -7,7 +7,7 @@ Errors are those of ``shared.errors``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -86,8 +86,11 @@ class DeviceRegistry(Protocol):
 
     def delete(self, device_id: str) -> Change: ...
 
-    def bulk_disable(self, device_ids: Sequence[str], reason: str | None = None) -> BulkResult:
-        """At most 100 devices a call (the service's limit)."""
+    def bulk_disable(self, device_ids: Sequence[str], reason: str | None = None, *,
+                     spend: Callable[[int], object] | None = None) -> BulkResult:
+        """At most 100 devices a call (the service's limit). Reads the call must make beyond the write
+        (e.g. a GET per symmetric-key device for its keys) are paid first through ``spend(n)``, so a
+        caller's registry budget covers every operation before it is spent."""
         ...
 
     def bulk_delete(self, device_ids: Sequence[str]) -> BulkResult: ...

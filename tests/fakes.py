@@ -255,7 +255,8 @@ class FakeDeviceRegistry(_Faults):
             return Change(StepOutcome.ALREADY_DONE, "absent", "absent")
         return Change(StepOutcome.DONE, current.status, "deleted")
 
-    def bulk_disable(self, device_ids: Sequence[str], reason: str | None = None) -> BulkResult:
+    def bulk_disable(self, device_ids: Sequence[str], reason: str | None = None, *,
+                     spend: Callable[[int], object] | None = None) -> BulkResult:
         return self._bulk("bulk_disable", device_ids, self._bulk_disable_one)
 
     def bulk_delete(self, device_ids: Sequence[str]) -> BulkResult:

@@ -11,7 +11,7 @@ bulk call that answers 400; this adapter assumes it does and reports only the li
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from azure.iot.hub.models import AuthenticationMechanism, ExportImportDevice
@@ -36,7 +36,8 @@ def checked_ids(device_ids: Sequence[str]) -> list[str]:
 
 
 def bulk_disable(
-    client: HubClient, device_ids: Sequence[str], reason: str | None, *, rounds: int
+    client: HubClient, device_ids: Sequence[str], reason: str | None, *, rounds: int,
+    spend: Callable[[int], object] | None = None,
 ) -> BulkResult:
     """Disable the devices (see ``HubDeviceRegistry.bulk_disable`` for the round trips); devices whose
     etag moved are retried, alone, for at most ``rounds`` rounds in all."""
@@ -48,6 +49,9 @@ def bulk_disable(
         if not pending:
             break
         current = current_models(client, pending)
+        reads = sum(1 for d in pending if needs_read(current.get(d)))
+        if reads and spend is not None:
+            spend(reads)  # the GETs below count against the identity-registry budget
         items = []
         for device_id in pending:
             model = current.get(device_id)
@@ -94,6 +98,15 @@ def current_models(client: HubClient, device_ids: Sequence[str]) -> dict[str, An
             if raw is not None:
                 found[device_id] = raw
     return found
+
+
+def needs_read(model: Any) -> bool:
+    """Whether ``disable_item`` must GET the identity: an enabled device the query found without its keys."""
+    if model is None or model.status == HubDeviceStatus.DISABLED.value:
+        return False
+    from_twin = not hasattr(model, "authentication")
+    auth_type = getattr(model, "authentication_type", None)
+    return from_twin and auth_type not in ("selfSigned", "certificateAuthority", "none")
 
 
 def disable_item(client: HubClient, device_id: str, model: Any, reason: str | None) -> Any:

@@ -16,7 +16,7 @@ documents the round trips. Both go through the hub's ``HubClient`` (errors trans
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -165,7 +165,8 @@ class HubDeviceRegistry:
 
     # ---- bulk and listing ---------------------------------------------------------------------------
 
-    def bulk_disable(self, device_ids: Sequence[str], reason: str | None = None) -> BulkResult:
+    def bulk_disable(self, device_ids: Sequence[str], reason: str | None = None, *,
+                     spend: Callable[[int], object] | None = None) -> BulkResult:
         """Disable up to 100 devices. Round trips per call, first round: one registry query page
         (``SELECT * FROM devices WHERE deviceId IN [...]``) to learn status, etag and authentication;
         one GET per *symmetric-key* device that still needs disabling (a query never returns keys, and
@@ -175,7 +176,8 @@ class HubDeviceRegistry:
         """
         reason = reason[:STATUS_REASON_MAX] if reason else None
         self._forget(device_ids)
-        return hub_bulk.bulk_disable(self._client, device_ids, reason, rounds=ETAG_ATTEMPTS)
+        return hub_bulk.bulk_disable(self._client, device_ids, reason, rounds=ETAG_ATTEMPTS,
+                                     spend=spend)
 
     def bulk_delete(self, device_ids: Sequence[str]) -> BulkResult:
         """Delete up to 100 devices in one POST (``importMode: delete``); DeviceNotFound → unchanged."""

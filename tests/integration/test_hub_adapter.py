@@ -446,3 +446,19 @@ def test_the_read_after_a_disable_is_a_real_get(clean_emulator: Any) -> None:
     assert device_gets(clean_emulator) == gets + 1
     assert seen is not None
     assert seen.status is HubDeviceStatus.ENABLED
+
+
+def test_bulk_disable_pays_for_each_key_read_before_making_it(clean_emulator: Any) -> None:
+    """Issue 11 item 7: symmetric-key devices cost a GET each (keys); the budget pays them first."""
+    sym = [f"paid-sym-{i:02d}" for i in range(7)]
+    ca = [f"paid-ca-{i:02d}" for i in range(5)]
+    create_devices(clean_emulator, sym)
+    create_devices(clean_emulator, ca, authentication=AuthenticationMechanism(type="certificateAuthority"))
+    reg = registry(clean_emulator)
+    paid: list[tuple[int, int]] = []  # (reads paid, GETs the hub had answered when paid)
+    result = reg.bulk_disable(sym + ca, spend=lambda n: paid.append((n, device_gets(clean_emulator))))
+    assert sorted(result.changed) == sorted(sym + ca)
+    assert paid == [(7, 0)], "all 7 key reads were paid, before the first of them was made"
+    assert device_gets(clean_emulator) == 7
+    assert reg.bulk_disable(sym, spend=lambda n: paid.append((n, -1))).unchanged == tuple(sym)
+    assert len(paid) == 1, "already disabled devices need no read and cost nothing more"

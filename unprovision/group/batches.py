@@ -40,7 +40,8 @@ def bulk_call(registry: DeviceRegistry, action: str, device_ids: list[str], *, l
         try:
             if action == "delete":
                 return tally_of(registry.bulk_delete(device_ids))
-            return tally_of(registry.bulk_disable(device_ids, reason))
+            return tally_of(registry.bulk_disable(
+                device_ids, reason, spend=lambda reads: wait_for(limiter, registry.hub, reads, sleep)))
         except Throttled as exc:
             if attempt == THROTTLE_RETRIES:
                 raise
