@@ -2,12 +2,12 @@
 
     python -m bench.purge_child CONFIG.json  (settings as JSON on stdin, result as JSON on stdout)
 
-* ``engine``: ``unprovision.group.inprocess.purge_group`` over the real adapters, configured as the
-  product configures it (``unprovision.service.group_work``): DPS registration query pages, throttled bulk
-  calls per hub (limiter sized to the emulator's compressed S1 budget), and — when ``storage`` names a
-  blob-capable account — the import-job factory of ``unprovision.wiring.import_jobs`` with the
-  ``GROUP_IMPORT_JOB_THRESHOLD`` setting (default 1000 devices per hub). ``importJobs: false`` leaves the
-  factory out, which measures the bulk path on its own.
+* ``engine``: ``unprovision.group.inprocess.purge_group`` over the real adapters, with the ``GroupWork``
+  the product gives its engine (``unprovision.wiring.build_services``): DPS registration query pages,
+  throttled bulk calls per hub (limiter sized to the emulator's compressed S1 budget), and — when
+  ``storage`` names a blob-capable account — the import-job factory of ``unprovision.wiring.import_jobs``
+  with the ``GROUP_IMPORT_JOB_THRESHOLD`` setting (default 1000 devices per hub). ``importJobs: false``
+  leaves the factory out, which measures the bulk path on its own.
 * ``naive``: what a script around the Azure CLI does — enumerate the group's registrations, then per device
   ``IoTHubRegistryManager.get_device`` followed by ``delete_device`` or an update to ``disabled``, sleeping
   for a 429's ``Retry-After`` and trying again. ``sample`` limits it to the first devices (extrapolated by

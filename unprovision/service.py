@@ -24,7 +24,7 @@ from shared.events import LifecycleEvent, claimed_event_id, parse_event_body
 from shared.ids import event_id_problem
 from shared.lifecycle import EventStatus, is_finished
 from shared.ports import EventRecord
-from unprovision.engine.identity import fingerprint
+from unprovision.engine.identity import conflict_reason, fingerprint, same_event
 from unprovision.group import scaleout
 from unprovision.group.inprocess import ProgressFn
 from unprovision.outcomes import Outcome, classify
@@ -90,9 +90,15 @@ def handle_event(event: LifecycleEvent, services: Services, *, dry_run: bool = F
 
 def _record_failure(event: LifecycleEvent, outcome: Outcome, services: Services) -> None:
     journal = services.journal
+    print_ = fingerprint(event)
     record = journal.begin(event.event_id, event_type=str(event.type), target=event.target,
                            source=event.source, correlation_id=event.correlation_id or event.event_id,
-                           plan={}, fingerprint=fingerprint(event))
+                           plan={}, fingerprint=print_)
+    if not same_event(record, event, print_):  # another body holds the eventId: never fail its event
+        body = event.model_dump_json(by_alias=True, exclude_none=True)
+        errors = [{"field": "eventId", "reason": conflict_reason(record)}]
+        journal.record_rejection(body, errors, event.event_id)
+        return
     if not is_finished(record.status):
         journal.finish(event.event_id, EventStatus.FAILED, outcome.error)
 

@@ -161,7 +161,7 @@ def can_send(emu: Any, device: Device, hub_host: str | None = None) -> bool:
     chain = "".join(c.pem for c in (device.leaf, *device.chain)) if device.leaf else None
     response = emu.send_telemetry(device.registration_id, index=index, key=device.key, cert_chain_pem=chain)
     assert response.status_code in (204, 401), response.status_code
-    return response.status_code == 204
+    return bool(response.status_code == 204)
 
 
 def assigned_hub(emu: Any, reg_id: str) -> str:

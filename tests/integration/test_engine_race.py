@@ -19,7 +19,9 @@ import pytest
 
 from devhost.azurite import AzuriteHandle
 from shared.adapters.journal_tables import TableJournal
+from shared.events import LifecycleEvent
 from tests.integration import engine_fleet as fleet
+from unprovision.engine.core import Engine
 from unprovision.outcomes import Outcome
 
 pytestmark = pytest.mark.slow
@@ -28,18 +30,18 @@ LATENCY_MS = 80
 ROUNDS = 3  # fresh devices; each round is one race
 
 
-def instance(emu: Any, azurite: AzuriteHandle, journal: TableJournal) -> Any:
+def instance(emu: Any, azurite: AzuriteHandle, journal: TableJournal) -> Engine:
     """One more app instance: its own adapters and its own client on the shared journal tables."""
     prefix = journal._events.table_name.removesuffix("journal")  # the fixture's own tables
     own = TableJournal.from_connection_string(azurite.connection_string, prefix=prefix, create_tables=False)
     return fleet.engine(emu, own)
 
 
-def race(engines: list[Any], *events: Any) -> list[Outcome]:
+def race(engines: list[Engine], *events: LifecycleEvent) -> list[Outcome]:
     """Apply ``events[i]`` with ``engines[i]``, each in its own thread, released at the same instant."""
     start = threading.Barrier(len(events))
 
-    def apply(engine: Any, event: Any) -> Outcome:
+    def apply(engine: Engine, event: LifecycleEvent) -> Outcome:
         start.wait(timeout=10)
         return engine.apply(event)
 

@@ -4,8 +4,13 @@ Start command: ``python -c <bootstrap> --app-root . --settings <file> --port N -
 -v``, where the bootstrap runs ``devhost.__main__.main`` after lowering
 ``devhost.queue_pump.RUNNING_INVISIBILITY_S`` from 600 s to ``invisibility_s``. Why: a killed host leaves
 the messages it had fetched invisible for the whole fetch invisibility (like the real host, whose lease only
-expires); ten minutes per kill would not fit a CI budget. Everything else is ``python -m devhost``
-unchanged. stdout and stderr of every run are appended to one log file that the security tests scan.
+expires); ten minutes per kill would not fit a CI budget. The engine's per-target lease
+(``unprovision.engine.lease.DEFAULT_TTL``, 300 s) is compressed with it to ``lease_ttl_s``, keeping the
+production order "a dead holder's target lease expires before its message is visible again": otherwise the
+redelivered event would wait out a dead holder's lease for its whole redelivery budget (5 deliveries of 15 s
+wait + 5 s visibilityTimeout, under 300 s) and be poisoned before it was ever journaled. Everything else is
+``python -m devhost`` unchanged. stdout and stderr of every run are appended to one log file that the
+security tests scan.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ import requests
 
 BOOTSTRAP = (
     "import sys\n"
+    "import unprovision.engine.lease as lease\n"
+    "lease.DEFAULT_TTL = float(sys.argv.pop(1))\n"
     "import devhost.queue_pump as pump\n"
     "pump.RUNNING_INVISIBILITY_S = int(sys.argv.pop(1))\n"
     "from devhost.__main__ import main\n"
@@ -46,6 +53,7 @@ class HostProcess:
     state_dir: Path
     log_path: Path
     invisibility_s: int = 15
+    lease_ttl_s: float = 10.0  # < invisibility_s, as 300 s < 600 s in production
     port: int = field(default_factory=free_port)
     starts: int = 0
     _proc: subprocess.Popen[bytes] | None = None
@@ -58,7 +66,8 @@ class HostProcess:
         """Spawn the host and wait until its HTTP front end answers (the openapi route is anonymous)."""
         env = {**os.environ, "DEVHOST_MASTER_KEY": MASTER_KEY, "DEVHOST_FUNCTION_KEY": FUNCTION_KEY,
                "PYTHONUNBUFFERED": "1", "NO_PROXY": "127.0.0.1,localhost"}
-        args = [sys.executable, "-c", BOOTSTRAP, str(self.invisibility_s), "--app-root", str(self.app_root),
+        args = [sys.executable, "-c", BOOTSTRAP, str(self.lease_ttl_s), str(self.invisibility_s),
+                "--app-root", str(self.app_root),
                 "--settings", str(self.settings_file), "--port", str(self.port),
                 "--state-dir", str(self.state_dir), "--no-timers", "-v"]
         with self.log_path.open("ab") as log:

@@ -80,7 +80,8 @@ def test_queue_entry_point_settles_every_fuzzed_body_and_keeps_rejections(
     assert outcome.status in FINISHED | set(REFUSALS), outcome
     if outcome.status in REFUSALS:
         field = REFUSALS[str(outcome.status)]
-        assert outcome.error and outcome.error.startswith(f"{field}: "), outcome
+        assert outcome.error, outcome
+        assert outcome.error.startswith(f"{field}: "), outcome
         kept = [r for r in app_services.journal.iter_rejections(outcome.event_id)
                 if any(e["field"] == field for e in r.errors)]
         assert kept, "a refused event is recorded as a rejection, not dropped"

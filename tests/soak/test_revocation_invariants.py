@@ -1,4 +1,5 @@
-"""Issue 11's invariants under reused eventIds and racing events on one device, checked at the device endpoints.
+"""Issue 11's invariants under reused eventIds and racing events on one device, checked at the device
+endpoints.
 
 The invariant: a one-way revocation (``stolen``, ``compromised``) is never undone without an authorised
 ``force``, and an eventId reused with another body is never applied (nor silently dropped). "Undone" is judged
@@ -16,6 +17,7 @@ import json
 import threading
 import uuid
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import pytest
@@ -72,10 +74,12 @@ def at_once(calls: list[Callable[[], Outcome]]) -> list[Outcome]:
 def revoked(emu: EmulatorHandle, device: fleet.Device, hub: str) -> list[str]:
     """What still works for a device that must be revoked (empty when it is revoked everywhere)."""
     problems = []
-    if fleet.enrollment_status(emu, device.registration_id) != "disabled":
-        problems.append(f"{device.registration_id}: enrollment {fleet.enrollment_status(emu, device.registration_id)}")
-    if fleet.hub_status(emu, device.registration_id, hub) != "disabled":
-        problems.append(f"{device.registration_id}: hub identity {fleet.hub_status(emu, device.registration_id, hub)}")
+    enrollment = fleet.enrollment_status(emu, device.registration_id)
+    if enrollment != "disabled":
+        problems.append(f"{device.registration_id}: enrollment {enrollment}")
+    identity = fleet.hub_status(emu, device.registration_id, hub)
+    if identity != "disabled":
+        problems.append(f"{device.registration_id}: hub identity {identity}")
     if fleet.can_register(emu, device):
         problems.append(f"{device.registration_id} registers at DPS again")
     if fleet.can_send(emu, device, hub):
@@ -94,7 +98,8 @@ def working(emu: EmulatorHandle, device: fleet.Device, hub: str) -> list[str]:
 
 
 def refusals(services: Services, event_id: str, field: str) -> list[Any]:
-    return [r for r in services.journal.iter_rejections(event_id) if any(e["field"] == field for e in r.errors)]
+    return [r for r in services.journal.iter_rejections(event_id)
+            if any(e["field"] == field for e in r.errors)]
 
 
 @pytest.mark.soak
@@ -121,18 +126,20 @@ def test_reused_event_ids_are_refused_as_conflicts_and_never_applied(
     second_services = make_services(app_config)
     calls: list[Callable[[], Outcome]] = []
     for event_id, a, _, kind, target in pairs:
-        calls.append(lambda e=event_id, t=target, k=kind: deliver(body(e, k, t.registration_id), second_services))
-        calls.append(lambda e=event_id, a=a: deliver(body(e, "lost", a.registration_id), app_services))
+        calls.append(partial(deliver, body(event_id, kind, target.registration_id), second_services))
+        calls.append(partial(deliver, body(event_id, "lost", a.registration_id), app_services))
     outcomes = at_once(calls)
 
     for n, (event_id, a, b, kind, _) in enumerate(pairs):
         reuse, again = outcomes[2 * n], outcomes[2 * n + 1]
         assert reuse.status == "conflict", (kind, reuse)
-        assert reuse.error and reuse.error.startswith("eventId: "), reuse
+        assert reuse.error, reuse
+        assert reuse.error.startswith("eventId: "), reuse
         assert again.status == "completed", again
         assert refusals(app_services, event_id, "eventId"), f"the reuse of {event_id} is not journaled"
         record = app_services.journal.get(event_id)
-        assert record is not None and record.status == "completed"
+        assert record is not None
+        assert record.status == "completed"
         assert record.target.lower() == a.registration_id.lower(), "the first event keeps its eventId"
         assert revoked(emu, a, hubs[a.registration_id]) == [], (event_id, kind)
         assert working(emu, b, hubs[b.registration_id]) == [], (event_id, kind)
@@ -160,8 +167,8 @@ def test_racing_stolen_and_found_on_one_device_never_leave_it_enabled_without_au
     calls: list[Callable[[], Outcome]] = []
     for d in devices:
         reg = d.registration_id
-        calls.append(lambda r=reg: deliver(body(f"{r}-stolen", "stolen", r), instances[0]))
-        calls.append(lambda r=reg: deliver(body(f"{r}-found", "found", r), instances[1]))
+        calls.append(partial(deliver, body(f"{reg}-stolen", "stolen", reg), instances[0]))
+        calls.append(partial(deliver, body(f"{reg}-found", "found", reg), instances[1]))
     emu.admin("PUT", "/latency", json={"latencyMs": LATENCY_MS, "jitterMs": 0})
     try:
         outcomes = at_once(calls)

@@ -19,12 +19,13 @@ from typing import Any, cast
 import pytest
 
 from shared.adapters.journal_memory import InMemoryJournal
-from shared.errors import Transient
+from shared.errors import AuthFailed, Transient
 from shared.events import LifecycleEvent, parse_event
 from shared.lifecycle import BatchState, EmissionState
 from shared.model import AttestationType, HubDeviceStatus, ProvisioningStatus
 from shared.policy import DEFAULT_POLICY
 from shared.ports import Tally
+from shared.revocation import plan_revocation
 from tests.fakes import (
     FakeClock,
     FakeDeviceRegistries,
@@ -37,7 +38,7 @@ from unprovision.engine.core import Engine
 from unprovision.engine.inventory import GroupCache
 from unprovision.group.inprocess import GroupWork
 from unprovision.outcomes import Answer, Outcome
-from unprovision.service import handle_work_batch
+from unprovision.service import handle_event, handle_work_batch
 from unprovision.throttle import HubBudget, InMemoryRateLimiter
 from unprovision.wiring import Services
 
@@ -454,3 +455,67 @@ def test_concurrent_duplicates_of_a_device_event_answer_its_status_and_the_journ
     ]
     assert all(o.steps == record.steps for o in outcomes)
     assert len(w.notifier.published) == 1
+
+
+def test_an_event_id_reused_concurrently_on_two_targets_applies_one_body_and_refuses_the_other() -> None:
+    # The two bodies lock different targets, so the lease does not serialise them: both pass the identity
+    # check before either is journaled (the barrier in the planner makes sure). The one that begins second
+    # must still be refused as a conflict, never run the first one's plan as if it were its own.
+    w = Devices("kiosk-sk-006", "thermo-sk-011")
+    both_planning = threading.Barrier(2)
+
+    def planner(event: LifecycleEvent, policy: Any, snapshot: Any) -> Any:
+        both_planning.wait(timeout=10)
+        return plan_revocation(event, policy, snapshot)
+
+    engine = replace(w.engine, planner=planner)
+    lost, stolen = run_concurrently([
+        partial(engine.apply, device_event("reuse-2", "lost", "kiosk-sk-006")),
+        partial(engine.apply, device_event("reuse-2", "stolen", "thermo-sk-011")),
+    ])
+    assert all(isinstance(o, Outcome) for o in (lost, stolen)), (lost, stolen)
+    assert sorted([str(lost.status), str(stolen.status)]) == ["completed", "conflict"]
+    record = w.journal.get("reuse-2")
+    assert record is not None
+    winner, loser = ("kiosk-sk-006", "thermo-sk-011") if lost.status == "completed" else (
+        "thermo-sk-011", "kiosk-sk-006")
+    assert record.target == winner
+    assert w.state(winner) == (ProvisioningStatus.DISABLED, HubDeviceStatus.DISABLED)
+    assert w.state(loser) == (ProvisioningStatus.ENABLED, HubDeviceStatus.ENABLED)
+    assert w.dps.calls["set_enrollment_status"] == 1  # the winner's plan ran once, not once per body
+    (rejection,) = w.journal.iter_rejections("reuse-2")
+    assert loser in rejection.body
+
+
+def test_a_permanent_error_of_a_reused_event_id_never_fails_the_event_that_holds_the_id() -> None:
+    # Two bodies with one eventId on two targets (so two leases); the second body's inventory read fails
+    # permanently while the first is being applied. The entry point journals that failure, but it must not
+    # finish the first body's event as failed.
+    w = Devices("kiosk-sk-006", "thermo-sk-011", delay=0.02)
+    both_planning = threading.Barrier(2)
+
+    def planner(event: LifecycleEvent, policy: Any, snapshot: Any) -> Any:
+        both_planning.wait(timeout=10)
+        if event.target == "thermo-sk-011":
+            time.sleep(0.05)  # the kiosk event has begun meanwhile and is applying its steps
+            raise AuthFailed("DPS refused our credentials")
+        return plan_revocation(event, policy, snapshot)
+
+    engine = replace(w.engine, planner=planner)
+    services = cast(Services, SimpleNamespace(engine=engine, journal=w.journal))
+    lost, stolen = run_concurrently([
+        partial(handle_event, device_event("reuse-3", "lost", "kiosk-sk-006"), services),
+        partial(handle_event, device_event("reuse-3", "stolen", "thermo-sk-011"), services),
+    ])
+    assert isinstance(lost, Outcome), lost
+    assert lost.status == "completed"
+    assert isinstance(stolen, Outcome), stolen
+    assert stolen.status == "failed"
+    record = w.journal.get("reuse-3")
+    assert record is not None
+    assert (record.target, record.status, record.error) == ("kiosk-sk-006", "completed", None)
+    assert w.state("kiosk-sk-006") == (ProvisioningStatus.DISABLED, HubDeviceStatus.DISABLED)
+    assert w.state("thermo-sk-011") == (ProvisioningStatus.ENABLED, HubDeviceStatus.ENABLED)
+    (rejection,) = w.journal.iter_rejections("reuse-3")  # the failing body is kept, as a conflict
+    assert [e["field"] for e in rejection.errors] == ["eventId"]
+    assert "thermo-sk-011" in rejection.body

@@ -96,6 +96,8 @@ class Engine:
                 event.event_id, event_type=str(event.type), target=event.target, source=event.source,
                 correlation_id=event.correlation_id or event.event_id, plan=plan_to_dict(plan),
                 fingerprint=print_)
+            if not identity.same_event(record, event, print_):  # another body began this eventId meanwhile
+                return self._conflict(event, record, dry_run=False)
             plan = plan_from_dict(record.plan) if record.plan else plan
         return Run(plan, self._context(event.event_id, progress)).execute()
 
