@@ -166,6 +166,9 @@ class InMemoryReceiver:
         self._broker._settle(self._entity, message, complete=False)
 
 
+OPEN_WAIT_S = 10.0  # the first receive of an SDK receiver also opens its link
+
+
 class AzureServiceBusReceiver:
     """Peek-lock receiver via ``azure-servicebus`` (tested against the emulator's Service Bus stand-in)."""
 
@@ -180,9 +183,15 @@ class AzureServiceBusReceiver:
             self._receiver = self._client.get_queue_receiver(entity)
         self._pending: dict[str, Any] = {}
         self._lock = threading.Lock()
+        self._opened = False
 
     def receive(self, max_messages: int, max_wait: float) -> list[BrokerMessage]:
-        received = self._receiver.receive_messages(max_message_count=max_messages, max_wait_time=max_wait)
+        # The SDK opens the AMQP link within the receive's wait: with the pump's 0.5 s, a loaded machine never
+        # finishes TLS + CBS + attach in time and every receive fails ("Timed out waiting for the AMQP link to
+        # open"). Until one receive has succeeded, give the link time to open.
+        wait = max_wait if self._opened else max(max_wait, OPEN_WAIT_S)
+        received = self._receiver.receive_messages(max_message_count=max_messages, max_wait_time=wait)
+        self._opened = True
         out = []
         for raw in received:
             token = str(raw.lock_token)

@@ -17,7 +17,8 @@ from contextlib import contextmanager
 from shared.errors import Transient
 from shared.ports import Journal
 
-DEFAULT_TTL = 300.0  # seconds; longer than a single-device event takes even when throttled
+DEFAULT_TTL = 60.0  # seconds; far longer than a single-device event takes, far shorter than a crashed
+# delivery stays invisible (10 min), so its redelivery never waits for a dead holder
 DEFAULT_WAIT = 15.0  # seconds a delivery waits for the lease before it is handed back for redelivery
 _POLL = (0.05, 0.1, 0.2, 0.4, 0.8, 1.0)
 
