@@ -3,8 +3,11 @@
 ``seed_fleet`` builds, in a running emulator: an X.509 root CA (group ``fleet-root``) and an intermediate CA
 (group ``line-a``), a second intermediate without a group of its own (its devices fall back to
 ``fleet-root``), a symmetric-key group ``sensors-sk``, and individual TPM, X.509 (self-signed) and
-symmetric-key enrollments. Every device then registers through the DPS device endpoint with
-:mod:`devhost.device_client`, which creates its identity in one of the two hubs. IDs follow
+symmetric-key enrollments. Every device then registers through the DPS device endpoint (202 + polling),
+which creates its identity in one of the two hubs: through Microsoft's Node.js device SDK
+(:mod:`devhost.node_device`) when the emulator runs in standard-ports mode and the SDK is installed, else —
+and always for the TPM device, whose attestation the emulator replaces by a stand-in header — through the
+project's :mod:`devhost.device_client` (``emulator/README.md``, "Device SDKs"). IDs follow
 ``samples/events`` (``sensor-a-001`` in ``line-a``, ``gateway-tpm-004`` …).
 
 Everything a device holds is kept under ``<state>/fleet`` (mode 0700 directory, 0600 files): the CA and
@@ -21,6 +24,7 @@ import datetime as dt
 import json
 import os
 import secrets
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +36,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from provisioningserviceclient import ProvisioningServiceClient
 from provisioningserviceclient.models import AttestationMechanism, EnrollmentGroup, IndividualEnrollment
 
+from devhost import node_device
 from devhost.device_client import (
     DeviceClient,
     DeviceClientError,
@@ -41,6 +46,7 @@ from devhost.device_client import (
 )
 
 FLEET_DIR = "fleet"
+PARALLEL_REGISTRATIONS = 4  # devices registering at once while seeding (each its own process or session)
 FLEET_FILE = "fleet.json"
 _CA_CN = {"root": "Contoso Fleet Root", "line-a": "Contoso Line A", "line-b": "Contoso Line B"}
 _VALID = (dt.datetime(2024, 1, 1, tzinfo=dt.UTC), dt.datetime(2049, 12, 31, tzinfo=dt.UTC))
@@ -86,6 +92,12 @@ class FleetDevice:
             key_file = None  # chain only: the emulator's certificate header stands in for mutual TLS
         return DeviceCredentials(self.registration_id, self.symmetric_key, chain, self.tpm_endorsement_key,
                                  cert_file=cert_file, key_file=key_file)
+
+    def sdk_device(self, fleet_dir: Path) -> node_device.SdkDevice:
+        """The same credentials as Microsoft's Node SDK takes them (PEM files for X.509)."""
+        creds = self.credentials(fleet_dir)
+        return node_device.SdkDevice(self.registration_id, symmetric_key=creds.symmetric_key,
+                                     cert_file=creds.cert_file, key_file=creds.key_file)
 
 
 # -- certificates ---------------------------------------------------------------------------------
@@ -179,8 +191,27 @@ def _enroll_device(psc: ProvisioningServiceClient, fleet_dir: Path, spec: tuple[
     return FleetDevice(reg_id, kind, path, symmetric_key=str(made.attestation.symmetric_key.primary_key))
 
 
-def seed_fleet(config: dict[str, Any], state_dir: Path) -> list[FleetDevice]:
-    """Create the CAs, enrollments and devices; register every device; write ``fleet.json`` last (marker)."""
+def _register(config: dict[str, Any], endpoint: DpsEndpoint, fleet_dir: Path, device: FleetDevice, *,
+              use_node: bool) -> str | None:
+    """Register one device as a device does; returns its assigned hub (raises when it is refused)."""
+    if use_node and device.kind != "tpm":
+        outcome = node_device.run(config, device.sdk_device(fleet_dir), send=False)
+        if outcome.registered and outcome.registration is not None:
+            return str(outcome.registration["assignedHub"])
+        error = outcome.registration_error or {}
+        status = f"{error.get('name')} {error.get('statusCode') or error.get('resultStatus') or ''}".strip()
+    else:
+        result = DeviceClient(endpoint, device.credentials(fleet_dir)).register()
+        if result.assigned:
+            return result.assigned_hub
+        status = result.status
+    raise DeviceClientError(f"demo device {device.registration_id} could not register: {status}")
+
+
+def seed_fleet(config: dict[str, Any], state_dir: Path, *, device_sdk: str = "auto") -> list[FleetDevice]:
+    """Create the CAs, enrollments and devices; register every device; write ``fleet.json`` last (marker).
+
+    ``device_sdk``: which device code registers the devices (:func:`devhost.node_device.pick`)."""
     fleet_dir = state_dir / FLEET_DIR
     fleet_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     psc = ProvisioningServiceClient.create_from_connection_string(config["dps"]["connectionString"])
@@ -190,14 +221,14 @@ def seed_fleet(config: dict[str, Any], state_dir: Path) -> list[FleetDevice]:
     hubs = _hub_hosts(config)
     group_key = _create_groups(psc, {k: v[0] for k, v in cas.items()}, hubs)
     endpoint = DpsEndpoint.from_emulator_config(config)
-    devices = []
-    for spec in _DEVICES:
-        device = _enroll_device(psc, fleet_dir, spec, cas=cas, group_key=group_key, hubs=hubs)
-        result = DeviceClient(endpoint, device.credentials(fleet_dir)).register()
-        if not result.assigned:
-            reason = f"demo device {device.registration_id} could not register: {result.status}"
-            raise DeviceClientError(reason)
-        devices.append(FleetDevice(**{**asdict(device), "hub": result.assigned_hub}))
+    use_node = node_device.pick(config, device_sdk) == "node"
+    enrolled = [_enroll_device(psc, fleet_dir, spec, cas=cas, group_key=group_key, hubs=hubs)
+                for spec in _DEVICES]
+    with ThreadPoolExecutor(max_workers=PARALLEL_REGISTRATIONS) as pool:  # devices register independently
+        hubs_of = list(pool.map(lambda d: _register(config, endpoint, fleet_dir, d, use_node=use_node),
+                                enrolled))
+    devices = [FleetDevice(**{**asdict(device), "hub": hub}) for device, hub in zip(enrolled, hubs_of,
+                                                                                    strict=True)]
     save_fleet(state_dir, devices)
     return devices
 

@@ -2,7 +2,9 @@
 
 Sends the script's events through the lifecycle queue (as the outside world would), waits for each phase in
 the journal, sends one malformed event (it must be recorded as rejected), then probes the fleet again
-(:mod:`devhost.fleet_probe`). Runs against a started stack (``RunningStack``: ``devhost.stack.Stack`` is one);
+(:mod:`devhost.fleet_probe`: through Microsoft's Node.js device SDK when the stack's emulator runs on standard
+ports, the TPM device and the fallback mode through the Python device client; docs/local-run.md). Runs
+against a started stack (``RunningStack``: ``devhost.stack.Stack`` is one);
 a second run in the same state dir re-seeds a fresh fleet first, so the "before" table is always clean.
 """
 

@@ -6,15 +6,20 @@ encrypted to the TPM), so the probe reads that key from the hub registry as a st
 (seeding, credentials) is :mod:`devhost.demo_fleet`.
 
 Which device code asks: ``device_sdk="node"`` — Microsoft's Node.js device SDK, unchanged
-(:mod:`devhost.node_device`; needs the emulator in standard-ports mode); ``"python"`` — the project's
-:mod:`devhost.device_client`; ``"auto"`` (default) — Node when the emulator runs on standard ports and the SDK
-is installed, else Python. TPM devices always use the Python client (the SDK's TPM challenge is not emulated).
+(:mod:`devhost.node_device`; needs the emulator in standard-ports mode), for symmetric-key (individual and
+group) and X.509 (individual self-signed, group via intermediate or root; the certificate goes in the TLS
+handshake) devices; ``"python"`` — the project's :mod:`devhost.device_client`; ``"auto"`` (default) — Node
+when the emulator runs on standard ports and the SDK is installed, else Python
+(:func:`devhost.node_device.pick`). TPM devices always use the Python client with the emulator's stand-in
+header: the emulator does not run DPS's TPM nonce challenge, so the SDK's TPM security client cannot work
+(``emulator/README.md``, "Deliberate deviations and limits").
 """
 
 from __future__ import annotations
 
 import base64
 import secrets
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +30,8 @@ from provisioningserviceclient import ProvisioningServiceClient, ProvisioningSer
 from devhost import node_device
 from devhost.demo_fleet import FLEET_DIR, FleetDevice
 from devhost.device_client import DeviceClient, DpsEndpoint
+
+PARALLEL_DEVICES = 4  # device calls in flight while probing a table (mostly Node start-up time)
 
 
 @dataclass(frozen=True)
@@ -51,10 +58,7 @@ class FleetProbe:
     """Reads DPS / hub state with the service SDKs and asks each device what it can still do."""
 
     def __init__(self, config: dict[str, Any], state_dir: Path, *, device_sdk: str = "auto") -> None:
-        if device_sdk == "auto":
-            usable = node_device.standard_ports(config) and node_device.missing() is None
-            device_sdk = "node" if usable else "python"
-        self.device_sdk = device_sdk
+        self.device_sdk = node_device.pick(config, device_sdk)
         self.config = config
         self.fleet_dir = state_dir / FLEET_DIR
         self.endpoint = DpsEndpoint.from_emulator_config(config)
@@ -105,11 +109,16 @@ class FleetProbe:
         sent = client.send_telemetry(hub, device.registration_id, {"probe": True}, key=key)
         return "yes" if sent.accepted else f"no ({sent.http_status})"
 
+    def _state(self, device: FleetDevice) -> tuple[str, str]:
+        """(DPS enrollment status, hub identity status), read with the service SDKs."""
+        identity = self._hub_identity(device.hub, device.registration_id)
+        return self._dps_status(device), "absent" if identity is None else str(identity.status)
+
     def probe(self, device: FleetDevice) -> ProbeRow:
         """Read state first, then try to register, then try to send (on the hub the device knows)."""
-        dps_status = self._dps_status(device)
-        identity = self._hub_identity(device.hub, device.registration_id)
-        hub_status = "absent" if identity is None else str(identity.status)
+        return self._ask_device(device, *self._state(device))
+
+    def _ask_device(self, device: FleetDevice, dps_status: str, hub_status: str) -> ProbeRow:
         if self.device_sdk == "node" and device.kind != "tpm":
             return self._probe_node(device, dps_status, hub_status)
         client = DeviceClient(self.endpoint, device.credentials(self.fleet_dir))
@@ -121,10 +130,9 @@ class FleetProbe:
 
     def _probe_node(self, device: FleetDevice, dps_status: str, hub_status: str) -> ProbeRow:
         """Register and send through the Node SDK; a refused device still tries its last known hub."""
-        creds = device.credentials(self.fleet_dir)
-        sdk_device = node_device.SdkDevice(device.registration_id, symmetric_key=creds.symmetric_key,
-                                           cert_file=creds.cert_file, key_file=creds.key_file)
-        result = node_device.run(self.config, sdk_device)
+        sdk_device = device.sdk_device(self.fleet_dir)
+        # one node process: a refused device still tries the hub it last knew (device ID = registration ID)
+        result = node_device.run(self.config, sdk_device, fallback_hub=device.hub)
         if result.registered and result.registration is not None:
             hub: str | None = result.registration["assignedHub"]
             can_register = "yes"
@@ -133,8 +141,6 @@ class FleetProbe:
             reason = error.get("resultStatus") or ("unauthorized" if error.get("statusCode") == 401
                                                    else error.get("name", "error"))
             can_register, hub = f"no ({reason})", device.hub
-            if hub is not None:
-                result = node_device.run(self.config, sdk_device, hub=hub, device_id=device.registration_id)
         if hub is None:
             can_send = "no (no hub)"
         elif result.sent:
@@ -145,7 +151,12 @@ class FleetProbe:
                         dps_status, hub_status, can_register, can_send)
 
     def table(self, devices: list[FleetDevice]) -> list[ProbeRow]:
-        return [self.probe(device) for device in devices]
+        """Every device's state first (one thread: the service clients are shared), then the devices
+        themselves, a few at a time (each device call is its own ``node`` process or HTTP session)."""
+        states = [self._state(device) for device in devices]
+        with ThreadPoolExecutor(max_workers=PARALLEL_DEVICES) as pool:
+            return list(pool.map(lambda item: self._ask_device(item[0], *item[1]), zip(devices, states,
+                                                                                       strict=True)))
 
 
 COLUMNS = ("registration ID", "hub", "enrollment path", "DPS enrollment", "hub identity",

@@ -3,7 +3,8 @@
 //
 // Input: one JSON object on standard input (keys never appear on the command line):
 //   {provisioningHost, idScope, registrationId, symmetricKey? | certFile + keyFile?, send?: true,
-//    hub?: "host", deviceId?: "id"}   (hub + deviceId skip registration and only send)
+//    hub?: "host", deviceId?: "id",   (hub + deviceId skip registration and only send)
+//    fallbackHub?: "host"}            (a refused registration still sends there, as deviceId or registrationId)
 // Output: one JSON line: {registration: {status, assignedHub, deviceId} | null,
 //   registrationError: {name, message, statusCode, resultStatus} | null,
 //   send: {ok: true} | {ok: false, name, message, statusCode} | null, timings: {registerMs, sendMs}}
@@ -89,6 +90,8 @@ async function main() {
       deviceId = out.registration.deviceId;
     } catch (err) {
       out.registrationError = describeError(err);
+      hub = args.fallbackHub;
+      deviceId = args.deviceId || args.registrationId;
     }
     out.timings.registerMs = Date.now() - started;
   }

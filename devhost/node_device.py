@@ -37,6 +37,28 @@ def missing() -> str | None:
     return f"node_modules lacks {', '.join(absent)} (run make setup)" if absent else None
 
 
+def pick(config: dict[str, Any], wanted: str = "auto") -> str:
+    """Which device code to use: ``"node"`` (this SDK) or ``"python"`` (:mod:`devhost.device_client`).
+
+    ``"auto"`` picks the SDK when the emulator runs on standard ports and the SDK is installed; an explicit
+    ``"node"`` that cannot run raises ``RuntimeError`` with the reason (never a silent switch)."""
+    if wanted not in ("auto", "node", "python"):
+        raise ValueError(f"device_sdk must be auto, node or python, not {wanted!r}")
+    reason = why_not(config)
+    if wanted == "node" and reason is not None:
+        raise RuntimeError(f"Microsoft's Node device SDK cannot run here: {reason}")
+    if wanted == "auto":
+        return "python" if reason is not None else "node"
+    return wanted
+
+
+def why_not(config: dict[str, Any]) -> str | None:
+    """Why the SDK cannot be used against this emulator (None when it can)."""
+    if not standard_ports(config):
+        return "the emulator is not in standard-ports mode (the SDK dials host names on port 443)"
+    return missing()
+
+
 @dataclass(frozen=True)
 class SdkDevice:
     """What a device holds, as the Node SDK takes it: a (derived) symmetric key, or PEM files."""
@@ -69,12 +91,15 @@ class SdkResult:
 
 
 def run(config: dict[str, Any], device: SdkDevice, *, send: bool = True, hub: str | None = None,
-        device_id: str | None = None, timeout: float = 60) -> SdkResult:
-    """Register (unless ``hub`` is given) and send one message through the Node SDK."""
+        device_id: str | None = None, fallback_hub: str | None = None, timeout: float = 60) -> SdkResult:
+    """Register (unless ``hub`` is given) and send one message through the Node SDK; ``fallback_hub``: when
+    the registration is refused, still try to send there (the hub a revoked device last knew)."""
     args = {"provisioningHost": config["dps"]["hostName"], "idScope": config["dps"]["idScope"],
             "send": send, **device.args()}
     if hub is not None:
         args.update(hub=hub, deviceId=device_id or device.registration_id)
+    elif fallback_hub is not None:
+        args.update(fallbackHub=fallback_hub, deviceId=device_id or device.registration_id)
     env = {**os.environ, "NODE_EXTRA_CA_CERTS": config["caBundle"], "NO_PROXY": "*"}
     for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
         env.pop(name, None)

@@ -1,36 +1,31 @@
-"""Service Bus trigger: a receiver protocol, an in-memory FAKE broker, a real receiver, the pump
+"""Service Bus trigger and output binding over the unmodified ``azure-servicebus`` SDK
 (docs/azure-behaviour.md §F3, §F8).
 
-No Service Bus broker can run here (docs/azure-behaviour.md §F8: the official emulator is Docker-only), so
-tests use ``InMemoryBroker``, a fake with the Service Bus semantics the trigger relies on: peek-lock, delivery
-count (1 on the first delivery, as the host reports it), abandon → redelivery, and dead-lettering with reason
-``MaxDeliveryCountExceeded`` once a message has been delivered ``max_delivery_count`` (default 10) times. Lock
-expiry, sessions, topics fan-out and scheduled messages are not modelled.
-
-``AzureServiceBusReceiver`` wraps ``azure-servicebus`` for a real namespace. It cannot be exercised here (no
-broker, no network) and is untested.
+The host receives in peek-lock with the SDK's receiver, against a real namespace or the emulator's AMQP
+stand-in (emulator/README.md, "Service Bus"; the connection string's port and ``SERVICEBUS_CA_BUNDLE`` are
+handled by ``shared.adapters.servicebus_connect``), and settles as the Functions host does: complete on
+success (``autoCompleteMessages``), abandon when the function raises; the broker dead-letters a message
+abandoned ``MaxDeliveryCount`` times with ``MaxDeliveryCountExceeded``. host.json's ``extensions.serviceBus``
+``maxConcurrentCalls``, ``prefetchCount``, ``autoCompleteMessages`` and ``maxAutoLockRenewalDuration`` apply
+(``devhost.settings.ServiceBusOptions``).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import uuid
-from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from azure.functions.servicebus import ServiceBusMessage as FuncServiceBusMessage
 
 from devhost.app_index import FunctionInfo, InvocationResult, ServiceBusSpec
+from devhost.settings import ServiceBusOptions
 
 log = logging.getLogger("devhost.servicebus")
-
-DEFAULT_MAX_DELIVERY_COUNT = 10
-MAX_DELIVERY_REASON = "MaxDeliveryCountExceeded"
 
 Invoker = Callable[[FunctionInfo, Any], InvocationResult]
 ResultHandler = Callable[[FunctionInfo, InvocationResult], None]
@@ -50,7 +45,6 @@ class BrokerMessage:
     content_type: str | None = None
     correlation_id: str | None = None
     subject: str | None = None
-    dead_letter_reason: str | None = None
 
 
 class MessageReceiver(Protocol):
@@ -63,124 +57,34 @@ class MessageReceiver(Protocol):
     def abandon(self, message: BrokerMessage) -> None: ...
 
 
-class _Entity:
-    def __init__(self, max_delivery_count: int) -> None:
-        self.max_delivery_count = max_delivery_count
-        self.active: deque[BrokerMessage] = deque()
-        self.locked: dict[str, BrokerMessage] = {}
-        self.dead_letters: list[BrokerMessage] = []
-        self.completed: list[BrokerMessage] = []
-
-
-class InMemoryBroker:
-    """FAKE broker (see module docstring). Thread-safe; entities are created on first use."""
-
-    def __init__(self, max_delivery_count: int = DEFAULT_MAX_DELIVERY_COUNT) -> None:
-        self.max_delivery_count = max_delivery_count
-        self._entities: dict[str, _Entity] = {}
-        self._cond = threading.Condition()
-        self._sequence = 0
-
-    def _entity(self, name: str) -> _Entity:
-        return self._entities.setdefault(name.lower(), _Entity(self.max_delivery_count))
-
-    def send(self, entity: str, body: bytes | str, **properties: Any) -> str:
-        """Enqueue a message; ``properties`` are BrokerMessage fields (message_id, content_type, …)."""
-        data = body.encode() if isinstance(body, str) else bytes(body)
-        with self._cond:
-            self._sequence += 1
-            message = BrokerMessage(
-                body=data,
-                message_id=properties.pop("message_id", None) or uuid.uuid4().hex,
-                lock_token="",
-                delivery_count=0,
-                sequence_number=self._sequence,
-                enqueued_time=datetime.now(UTC),
-                **properties,
-            )
-            self._entity(entity).active.append(message)
-            self._cond.notify_all()
-        return message.message_id
-
-    def receiver(self, entity: str) -> InMemoryReceiver:
-        return InMemoryReceiver(self, entity)
-
-    def dead_letters(self, entity: str) -> list[BrokerMessage]:
-        with self._cond:
-            return list(self._entity(entity).dead_letters)
-
-    def completed(self, entity: str) -> list[BrokerMessage]:
-        with self._cond:
-            return list(self._entity(entity).completed)
-
-    def active_count(self, entity: str) -> int:
-        with self._cond:
-            found = self._entity(entity)
-            return len(found.active) + len(found.locked)
-
-    def _receive(self, entity: str, max_messages: int, max_wait: float) -> list[BrokerMessage]:
-        with self._cond:
-            found = self._entity(entity)
-            self._cond.wait_for(lambda: bool(found.active), timeout=max_wait)
-            taken: list[BrokerMessage] = []
-            while found.active and len(taken) < max_messages:
-                queued = found.active.popleft()
-                locked = replace(
-                    queued, lock_token=uuid.uuid4().hex, delivery_count=queued.delivery_count + 1
-                )
-                found.locked[locked.lock_token] = locked
-                taken.append(locked)
-            return taken
-
-    def _settle(self, entity: str, message: BrokerMessage, *, complete: bool) -> None:
-        with self._cond:
-            found = self._entity(entity)
-            locked = found.locked.pop(message.lock_token, None)
-            if locked is None:
-                raise LookupError(f"lock {message.lock_token!r} is not held (already settled?)")
-            if complete:
-                found.completed.append(locked)
-            elif locked.delivery_count >= found.max_delivery_count:
-                found.dead_letters.append(
-                    replace(locked, lock_token="", dead_letter_reason=MAX_DELIVERY_REASON)
-                )
-            else:
-                found.active.appendleft(replace(locked, lock_token=""))
-                self._cond.notify_all()
-
-
-class InMemoryReceiver:
-    """Peek-lock receiver on one entity of an :class:`InMemoryBroker`."""
-
-    def __init__(self, broker: InMemoryBroker, entity: str) -> None:
-        self._broker = broker
-        self._entity = entity
-
-    def receive(self, max_messages: int, max_wait: float) -> list[BrokerMessage]:
-        return self._broker._receive(self._entity, max_messages, max_wait)
-
-    def complete(self, message: BrokerMessage) -> None:
-        self._broker._settle(self._entity, message, complete=True)
-
-    def abandon(self, message: BrokerMessage) -> None:
-        self._broker._settle(self._entity, message, complete=False)
-
-
 OPEN_WAIT_S = 10.0  # the first receive of an SDK receiver also opens its link
 
 
 class AzureServiceBusReceiver:
     """Peek-lock receiver via ``azure-servicebus`` (tested against the emulator's Service Bus stand-in)."""
 
-    def __init__(self, connection_string: str, entity: str) -> None:
+    def __init__(
+        self, connection_string: str, entity: str, options: ServiceBusOptions | None = None
+    ) -> None:
+        from azure.servicebus import AutoLockRenewer
+
         from shared.adapters.servicebus_connect import client_from_connection_string
 
+        opts = options or ServiceBusOptions()
         self._client = client_from_connection_string(connection_string)
+        # maxAutoLockRenewalDuration: the SDK's AutoLockRenewer renews each received message's lock (through
+        # the entity's $management node) until it is settled or the duration has passed; 0 turns it off.
+        self._renewer = (
+            AutoLockRenewer(max_lock_renewal_duration=opts.max_auto_lock_renewal_duration)
+            if opts.max_auto_lock_renewal_duration > 0
+            else None
+        )
+        settings: dict[str, Any] = {"prefetch_count": opts.prefetch_count, "auto_lock_renewer": self._renewer}
         topic, _, subscription = entity.partition("/Subscriptions/")
         if subscription:
-            self._receiver = self._client.get_subscription_receiver(topic, subscription)
+            self._receiver = self._client.get_subscription_receiver(topic, subscription, **settings)
         else:
-            self._receiver = self._client.get_queue_receiver(entity)
+            self._receiver = self._client.get_queue_receiver(entity, **settings)
         self._pending: dict[str, Any] = {}
         self._lock = threading.Lock()
         self._opened = False
@@ -226,8 +130,28 @@ class AzureServiceBusReceiver:
         self._receiver.abandon_message(self._take(message))
 
     def close(self) -> None:
+        if self._renewer is not None:
+            self._renewer.close()
         self._receiver.close()
         self._client.close()
+
+
+def send_output(connection_string: str, entity: str, items: Iterable[Any], *, topic: bool = False) -> None:
+    """The ``serviceBus`` output binding: one message per item (bytes, str, or JSON for anything else), sent
+    with the SDK's ``ServiceBusSender`` to a queue or topic."""
+    import json
+
+    from azure.servicebus import ServiceBusMessage
+
+    from shared.adapters.servicebus_connect import client_from_connection_string
+
+    messages = [
+        ServiceBusMessage(item if isinstance(item, bytes | str) else json.dumps(item)) for item in items
+    ]
+    with client_from_connection_string(connection_string) as client:
+        sender = client.get_topic_sender(entity) if topic else client.get_queue_sender(entity)
+        with sender:
+            sender.send_messages(messages)
 
 
 def trigger_value(message: BrokerMessage) -> FuncServiceBusMessage:
@@ -262,6 +186,8 @@ class ServiceBusPump:
         on_result: ResultHandler | None = None,
         max_wait: float = 0.5,
     ) -> None:
+        # maxConcurrentCalls bounds the invocations in flight; the function's own autoCompleteMessages
+        # attribute, when set, wins over host.json's (docs/azure-behaviour.md §F3).
         if not isinstance(info.spec, ServiceBusSpec):
             raise TypeError(f"{info.name} is not a Service Bus-triggered function")
         self.info = info

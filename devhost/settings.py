@@ -75,10 +75,13 @@ class QueueOptions:
 
 @dataclass(frozen=True)
 class ServiceBusOptions:
-    """``extensions.serviceBus`` subset the pump honours."""
+    """``extensions.serviceBus`` settings the host honours, with the extension 5.x defaults
+    (docs/azure-behaviour.md §F3): the trigger's concurrency, prefetch, auto-completion and lock renewal."""
 
     auto_complete_messages: bool = True
     max_concurrent_calls: int = 16
+    prefetch_count: int = 0
+    max_auto_lock_renewal_duration: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -170,6 +173,8 @@ def read_host_json(app_root: Path, settings: Mapping[str, str] | None = None) ->
     service_bus = ServiceBusOptions(
         auto_complete_messages=_bool(sb.get("autoCompleteMessages", True)),
         max_concurrent_calls=_int(sb, "maxConcurrentCalls", 16, 1, 10_000),
+        prefetch_count=_int(sb, "prefetchCount", 0, 0, 100_000),
+        max_auto_lock_renewal_duration=parse_timespan(sb.get("maxAutoLockRenewalDuration", "00:05:00")),
     )
     prefix = str(http.get("routePrefix", "api")).strip("/")
     return HostConfig(route_prefix=prefix, queues=queues, service_bus=service_bus)

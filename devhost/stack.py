@@ -1,7 +1,9 @@
 """``python -m devhost.stack up``: the whole product on 127.0.0.1 in one command.
 
 Starts, in this order: Azurite (queue + table + blob, persisted under ``<state>/azurite`` so a restart keeps
-the journal), the DPS + IoT Hub emulator in-process (``<state>/emulator``, persisted, 2 hubs, S1 throttling),
+the journal), the DPS + IoT Hub emulator in-process (``<state>/emulator``, persisted, 2 hubs, S1 throttling;
+standard-ports mode when port 443 can be bound, so Microsoft's device SDKs probe the demo fleet:
+:func:`start_stack_emulator`),
 writes ``local.settings.json`` (sample + emulator + Azurite values; git-ignored, holds connection strings),
 seeds the demo fleet once (``<state>/fleet/fleet.json`` is the marker), and runs the function app in the
 local host (``devhost.host.Host``) on 127.0.0.1:7071. Ctrl-C / SIGTERM stop everything, Azurite's child
@@ -26,7 +28,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from devhost import demo_fleet
+from devhost import demo_fleet, node_device
 from devhost.azurite import AzuriteError, AzuriteHandle, start_azurite
 from devhost.demo_run import run_demo
 from devhost.host import Host, HostOptions
@@ -50,6 +52,7 @@ class StackOptions:
     seed: bool = True
     tier: str = "S1"
     run_timers: bool = True
+    ports: str = "auto"  # emulator port mode: auto | standard | default (start_stack_emulator)
 
 
 def _say(text: str, *, err: bool = False) -> None:
@@ -85,9 +88,70 @@ def local_settings_values(sample: Path, existing: Path, emulator_config: dict[st
         "IOTHUB_CONNECTIONS": json.dumps(hubs),
         "EMULATOR_CA_BUNDLE": emulator_config["caBundle"],
         "REQUESTS_CA_BUNDLE": emulator_config["caBundle"],
-        "NO_PROXY": "127.0.0.1,localhost",
+        "NO_PROXY": no_proxy(emulator_config),
     })
+    values.update(servicebus_values(values, emulator_config))
     return values
+
+
+SB_EVENT_QUEUE, SB_OUTCOME_QUEUE = "device-lifecycle", "device-lifecycle-outcomes"
+
+
+def servicebus_values(values: dict[str, str], emulator_config: dict[str, Any]) -> dict[str, str]:
+    """The Service Bus event source and the outcome queue on the emulator's stand-in (emulator/README.md,
+    "Service Bus"; queues are created on first use). Queue names the developer set are kept."""
+    block = emulator_config.get("serviceBus")
+    if not block:
+        return {}
+    return {
+        "SERVICEBUS_CONNECTION": block["connectionString"],
+        "SERVICEBUS_QUEUE": values.get("SERVICEBUS_QUEUE") or SB_EVENT_QUEUE,
+        "OUTCOME_SERVICEBUS_CONNECTION": block["connectionString"],
+        "OUTCOME_QUEUE_OR_TOPIC": values.get("OUTCOME_QUEUE_OR_TOPIC") or SB_OUTCOME_QUEUE,
+        "SERVICEBUS_CA_BUNDLE": block["caBundle"],  # the stand-in serves the emulator's certificate
+    }
+
+
+class PortModeError(RuntimeError):
+    """``--ports standard`` asked for, and port 443 could not be bound."""
+
+
+def start_stack_emulator(state_dir: Path, tier: str, ports: str = "auto") -> tuple[Emulator, dict[str, Any],
+                                                                              str | None]:
+    """The stack's emulator: (emulator, its config, a notice for the developer or None).
+
+    ``standard``: DPS and each hub on port 443 of their own 127.x.y.z address, named without a port — what
+    Microsoft's device SDKs need to dial them unchanged (``emulator/README.md``, "Device SDKs"); binding 443
+    needs root or ``CAP_NET_BIND_SERVICE``. ``default``: free ports on 127.0.0.1. ``auto``: standard, and the
+    default mode when port 443 cannot be bound, with a notice saying so.
+    """
+    if ports not in ("auto", "standard", "default"):
+        raise ValueError(f"ports must be auto, standard or default, not {ports!r}")
+
+    def start(standard: bool) -> tuple[Emulator, dict[str, Any]]:
+        emulator = Emulator(EmulatorOptions(state_dir=state_dir, hubs=2, tier=tier, persist=True,
+                                            dps_retry_after=0, standard_ports=standard))
+        return emulator, emulator.start()
+
+    if ports == "default":
+        return (*start(False), None)
+    try:
+        return (*start(True), None)
+    except OSError as exc:
+        if ports == "standard":
+            raise PortModeError(f"--ports standard: the emulator could not bind port 443 on a 127.x.y.z "
+                                f"address ({exc})") from exc
+        notice = (f"notice: the emulator could not bind port 443 on a 127.x.y.z address ({exc}); it runs on "
+                  "free ports of 127.0.0.1 instead, so Microsoft's device SDKs cannot dial it and the demo's "
+                  "device probes use the project's Python device client (run as root, or give Python "
+                  "CAP_NET_BIND_SERVICE, for the standard-ports mode)")
+        return (*start(False), notice)
+
+
+def no_proxy(emulator_config: dict[str, Any]) -> str:
+    """127.0.0.1, localhost and the emulator's own addresses (127.x.y.z in standard-ports mode)."""
+    hosts = [emulator_config["dps"]["hostName"], *(hub["hostName"] for hub in emulator_config["hubs"])]
+    return ",".join(dict.fromkeys(["127.0.0.1", "localhost", *(host.split(":")[0] for host in hosts)]))
 
 
 def _shown_path(path: Path) -> str:
@@ -113,6 +177,8 @@ class Stack:
         self.fleet: list[demo_fleet.FleetDevice] = []
         self.keys_file = keys_file(self.state_dir / "devhost")
         self.function_key = ""
+        self.notices: list[str] = []
+        self.device_sdk = "python"  # which device code seeds and probes the fleet (node_device.pick)
 
     def start(self) -> Stack:
         try:
@@ -124,20 +190,33 @@ class Stack:
 
     def _start(self) -> None:
         self.azurite = start_azurite(blob=True, location=self.state_dir / "azurite")
-        self.emulator = Emulator(EmulatorOptions(state_dir=self.state_dir / "emulator", hubs=2,
-                                                 tier=self.options.tier, persist=True, dps_retry_after=0))
-        self.config = self.emulator.start()
+        self.emulator, self.config, notice = start_stack_emulator(self.state_dir / "emulator",
+                                                                  self.options.tier, self.options.ports)
+        if notice:
+            self.notices.append(notice)  # shown in the banner
+        self.device_sdk = node_device.pick(self.config)
+        if self.device_sdk == "python" and notice is None:
+            self.notices.append(f"notice: the demo's device probes use the project's Python device client: "
+                                f"{node_device.why_not(self.config)}")
         # This process talks to the emulator too (seeding, probes); the app reads the same variables.
         os.environ["REQUESTS_CA_BUNDLE"] = self.config["caBundle"]
-        os.environ["NO_PROXY"] = "127.0.0.1,localhost"
+        os.environ["NO_PROXY"] = no_proxy(self.config)
         self.values = local_settings_values(self.options.app_root / SAMPLE_SETTINGS, self.settings_file,
                                             self.config, self.azurite.connection_string)
         _write_private_json(self.settings_file, {"IsEncrypted": False, "Values": self.values,
                                                  "Host": {"LocalHttpPort": self.options.port},
                                                  "ConnectionStrings": {}})
         if self.options.seed:
-            self.fleet = demo_fleet.load_fleet(self.state_dir) or demo_fleet.seed_fleet(self.config,
-                                                                                       self.state_dir)
+            self.fleet = demo_fleet.load_fleet(self.state_dir) or []
+            hosts = {hub["hostName"] for hub in self.config["hubs"]}
+            if any(device.hub not in hosts for device in self.fleet):
+                # seeded when the hubs had other host names (the other port mode, or addresses taken):
+                # DPS's assignedHub values and the fleet file point at endpoints that are gone
+                _say("notice: the emulator's endpoints changed since the demo fleet was seeded: seeding a "
+                     "fresh fleet")
+                self.reseed()
+            elif not self.fleet:
+                self.fleet = demo_fleet.seed_fleet(self.config, self.state_dir, device_sdk=self.device_sdk)
         # Created quietly (the banner shows the function key itself); file keys only, as before: the host
         # reads the same file.
         self.function_key = load_keys(self.state_dir / "devhost", {}, announce=False).function_key
@@ -152,7 +231,7 @@ class Stack:
 
         response = requests.post(f"{self.config['admin']}/reset", timeout=10, verify=self.config["caBundle"])
         response.raise_for_status()
-        self.fleet = demo_fleet.seed_fleet(self.config, self.state_dir)
+        self.fleet = demo_fleet.seed_fleet(self.config, self.state_dir, device_sdk=self.device_sdk)
 
     def stop(self) -> None:
         """Host first (no new work), then the emulator (saves its state), then Azurite."""
@@ -176,6 +255,12 @@ class Stack:
                 return f"{http.base_url}/{endpoint.spec.route}" if http else ""
         return f"http://127.0.0.1:{self.options.port}/api/unprovision"
 
+    def _device_side(self) -> str:
+        if self.device_sdk == "node":
+            return ("registered and probed through Microsoft's Node.js device SDK (HTTPS; standard ports); "
+                    "the TPM device through the Python device client (stand-in TPM header)")
+        return "registered and probed through the project's Python device client (see the notice below)"
+
     def banner(self, *, interactive: bool) -> str:
         if self.azurite is None or self.host is None:
             raise RuntimeError("the stack is not running")
@@ -191,6 +276,8 @@ class Stack:
             *hubs,
             f"  settings   {self.settings_file} (connection strings: keep it private; git-ignored)",
             f"  fleet      {len(self.fleet)} demo devices (credentials under {self.state_dir / 'fleet'})",
+            f"  devices    {self._device_side()}",
+            *self.notices,
             "  functions:",
             *[f"    {line}" for line in self.host.describe()],
             "send an event (queue, then HTTP; the status route answers GET .../unprovision/<eventId>):",
@@ -198,8 +285,22 @@ class Stack:
             "samples/events/lost-symmetric-group-member.json"),
             f"  .venv/bin/python -m unprovision status --settings {settings} evt-1003",
             f'  curl -s -X POST "{self._http_route()}?code={code}" -d @event.json',
+            *self._servicebus_hint(settings),
         ]
         return "\n".join(lines)
+
+    def _servicebus_hint(self, settings: str) -> list[str]:
+        block = self.config.get("serviceBus")
+        if not block:
+            return []
+        events, outcomes = self.values.get("SERVICEBUS_QUEUE"), self.values.get("OUTCOME_QUEUE_OR_TOPIC")
+        return [
+            (f"Service Bus (stand-in amqps://{block['hostName']}): events on queue {events}, "
+             f"outcomes on queue {outcomes}"),
+            (f"  .venv/bin/python -m unprovision send --servicebus --settings {settings} "
+             "samples/events/lost-symmetric-group-member.json"),
+            f"  .venv/bin/python -m unprovision outcomes --settings {settings} --wait 5",
+        ]
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -215,6 +316,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     up.add_argument("--demo", action="store_true", help="run the scripted demo after start-up")
     up.add_argument("--exit", action="store_true", help="with --demo: stop after the demo")
     up.add_argument("--no-timers", action="store_true", help="do not run the audit timer")
+    up.add_argument("--ports", choices=("auto", "standard", "default"), default="auto",
+                    help="emulator: 443 on 127.x.y.z (standard), free ports (default), or standard falling "
+                         "back to default when 443 cannot be bound (auto, the default)")
     up.add_argument("-v", "--verbose", action="store_true")
     return parser.parse_args(argv)
 
@@ -235,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     stack = Stack(StackOptions(app_root=args.app_root.resolve(), state_dir=args.state_dir, port=args.port,
                                settings_file=args.settings, seed=not args.no_seed or args.demo,
-                               tier=args.tier, run_timers=not args.no_timers))
+                               tier=args.tier, run_timers=not args.no_timers, ports=args.ports))
     code = 0
     try:
         stack.start()
@@ -246,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
             signal.pause()
     except KeyboardInterrupt:
         _say("stopping …")
-    except AzuriteError as exc:  # the usual first-run problem: `make setup` has not installed Azurite
+    except (AzuriteError, PortModeError) as exc:  # AzuriteError: `make setup` has not installed Azurite
         _say(f"error: {exc}", err=True)
         code = 1
     finally:

@@ -6,13 +6,7 @@ Nodes a link may attach to: ``$cbs`` (put-token), ``<entity>/$management`` (requ
 ``amqps://host/`` prefix the SDK puts in front). An entity link is refused with ``amqp:unauthorized-access``
 unless an unexpired ``put-token`` on the same connection covers the entity.
 
-Outgoing deliveries (the client's receiver): the delivery tag is the lock token (``uuid.bytes_le``, the .NET
-Guid layout the SDK reads back), the header carries the delivery count, message annotations carry
-``x-opt-sequence-number``, ``x-opt-enqueued-time`` and ``x-opt-locked-until``. The client's disposition is
-applied and echoed settled (accepted / modified / rejected); a settlement the broker cannot apply
-(lock expired,
-already settled) is echoed ``rejected`` with ``com.microsoft:message-lock-lost``, which the SDK raises as
-``MessageLockLostError``.
+Deliveries to a client's receiver and their settlement: emulator/servicebus/deliveries.py.
 """
 
 from __future__ import annotations
@@ -23,11 +17,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from proton import Condition, Delivery, Disposition, Endpoint, Handler, Link, Message, symbol
+from proton import Delivery, Disposition, Endpoint, Handler, Link, Message
 
 from emulator.servicebus import sections as sec
-from emulator.servicebus.broker import MAX_MESSAGE_BYTES, Broker, EntityError, entity_key
+from emulator.servicebus.broker import Broker
 from emulator.servicebus.cbs import Grants, put_token
+from emulator.servicebus.deliveries import amqp_error, push, settle
+from emulator.servicebus.entities import MAX_MESSAGE_BYTES, EntityError, entity_key
 
 log = logging.getLogger("emulator.servicebus")
 
@@ -106,9 +102,7 @@ class ServiceBusHandler(Handler):  # type: ignore[misc]  # proton is untyped
             state = self._attach(link, key)
         except EntityError as exc:
             link.open()
-            link.condition = Condition(
-                exc.condition, exc.description, {symbol("com.microsoft:tracking-id"): str(uuid.uuid4())}
-            )
+            link.condition = amqp_error(exc.condition, exc.description)
             link.close()
             return
         link.sb = state
@@ -174,7 +168,7 @@ class ServiceBusHandler(Handler):  # type: ignore[misc]  # proton is untyped
         if link.is_receiver:
             self._incoming(link, state, delivery)
         else:
-            self._settlement(state, delivery)
+            settle(self.broker, state.entity, delivery)
         self.pump_dirty()
 
     def _incoming(self, link: Link, state: LinkState, delivery: Delivery) -> None:
@@ -191,26 +185,18 @@ class ServiceBusHandler(Handler):  # type: ignore[misc]  # proton is untyped
                     f"limit ({MAX_MESSAGE_BYTES} bytes) currently allowed on the link.",
                 )
             if state.kind == "entity":
-                batch = sec.split_batch(payload)
-                self.broker.send(state.entity, [(sections, len(payload)) for sections in batch])
+                batch = sec.split_batch(payload)  # an SDK batch becomes one message per inner message
+                self.broker.send(
+                    state.entity, [(sections, sum(len(s.raw) for s in sections)) for sections in batch]
+                )
             else:
                 request = Message()
                 request.decode(payload)
                 self._request(link, state, request)
         except EntityError as exc:
-            outcome, condition = (
-                Disposition.REJECTED,
-                Condition(
-                    exc.condition, exc.description, {symbol("com.microsoft:tracking-id"): str(uuid.uuid4())}
-                ),
-            )
+            outcome, condition = Disposition.REJECTED, amqp_error(exc.condition, exc.description)
         except sec.SectionError as exc:
-            outcome, condition = (
-                Disposition.REJECTED,
-                Condition(
-                    "amqp:decode-error", str(exc), {symbol("com.microsoft:tracking-id"): str(uuid.uuid4())}
-                ),
-            )
+            outcome, condition = Disposition.REJECTED, amqp_error("amqp:decode-error", str(exc))
         if not delivery.settled:
             if condition is not None:
                 delivery.local.condition = condition
@@ -282,80 +268,5 @@ class ServiceBusHandler(Handler):  # type: ignore[misc]  # proton is untyped
         if state.kind != "entity":
             self._send_replies(link)
             return
-        if not link.state & Endpoint.LOCAL_ACTIVE:
-            return
-        while link.credit > 0:
-            if state.receive_and_delete:
-                message = self.broker.take_next(state.entity)
-            else:
-                message = self.broker.lock_next(state.entity)
-            if message is None:
-                break
-            extra: dict[str, Any] = {
-                "x-opt-sequence-number": message.sequence_number,
-                "x-opt-enqueued-time": sec.ms_timestamp(message.enqueued_at),
-            }
-            if message.lock_token is not None:
-                extra["x-opt-locked-until"] = sec.ms_timestamp(message.locked_until)
-            payload = sec.rebuild(
-                message.sections,
-                delivery_count=message.delivery_count,
-                extra_annotations=extra,
-                extra_app_properties=message.extra_properties,
-            )
-            token = message.lock_token or uuid.uuid4()
-            delivery = link.delivery(token.bytes_le)
-            link.send(payload)
-            link.advance()
-            if state.receive_and_delete:
-                delivery.settle()
-            else:
-                delivery.lock_token = token  # proton keeps attributes on the delivery's record
-        if link.drain_mode and link.credit > 0:
-            link.drained()
-
-    def _settlement(self, state: LinkState, delivery: Delivery) -> None:
-        remote = delivery.remote_state
-        token = getattr(delivery, "lock_token", None)
-        if token is None or not remote:
-            if delivery.settled:
-                delivery.settle()
-            return
-        delivery.lock_token = None
-        echo, condition = remote, None
-        try:
-            if remote == Disposition.ACCEPTED:
-                self.broker.complete(state.entity, token)
-            elif remote == Disposition.RELEASED:
-                self.broker.release(state.entity, token)
-            elif remote == Disposition.MODIFIED:
-                if delivery.remote.undeliverable:
-                    self.broker.defer(state.entity, token)
-                else:
-                    self.broker.abandon(state.entity, token, delivery.remote.annotations)
-                delivery.local.failed = True
-                delivery.local.undeliverable = bool(delivery.remote.undeliverable)
-            elif remote == Disposition.REJECTED:
-                info = dict(getattr(delivery.remote.condition, "info", None) or {})
-                named = {str(k): v for k, v in info.items()}
-                description = getattr(delivery.remote.condition, "description", None)
-                self.broker.dead_letter(
-                    state.entity,
-                    token,
-                    named.get("DeadLetterReason"),
-                    named.get("DeadLetterErrorDescription", description),
-                )
-            else:
-                return
-        except EntityError as exc:
-            echo, condition = (
-                Disposition.REJECTED,
-                Condition(
-                    exc.condition, exc.description, {symbol("com.microsoft:tracking-id"): str(uuid.uuid4())}
-                ),
-            )
-        if not delivery.settled:
-            if condition is not None:
-                delivery.local.condition = condition
-            delivery.update(echo)
-        delivery.settle()
+        if link.state & Endpoint.LOCAL_ACTIVE:
+            push(self.broker, link, state.entity, receive_and_delete=state.receive_and_delete)

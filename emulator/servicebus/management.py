@@ -11,7 +11,8 @@ from typing import Any
 
 from proton import UNDESCRIBED, Array, Data, Message
 
-from emulator.servicebus.broker import Broker, EntityError
+from emulator.servicebus.broker import Broker
+from emulator.servicebus.entities import EntityError
 from emulator.servicebus.sections import ms_timestamp
 
 RENEW_LOCK = "com.microsoft:renew-lock"

@@ -36,6 +36,8 @@ class Section:
 
 
 def decode_one(raw: bytes) -> Described:
+    """The described value of one encoded section. A binary value is copied out: proton hands it out as a
+    memoryview into the ``Data`` object's buffer, which is freed with ``data`` when this function returns."""
     data = Data()
     data.decode(raw)
     data.rewind()
@@ -43,6 +45,8 @@ def decode_one(raw: bytes) -> Described:
     found = data.get_object()
     if not isinstance(found, Described):
         raise SectionError("a message section must be a described type")
+    if isinstance(found.value, memoryview):
+        return Described(found.descriptor, bytes(found.value))
     return found
 
 
@@ -76,14 +80,48 @@ def encode(code: int, value: Any) -> Section:
 
 
 def split_batch(payload: bytes) -> list[list[Section]]:
-    """A message is one or more messages: the SDK sends a batch as one transfer whose data sections are each
-    an encoded message (message format 0x80013700, which proton does not expose). Two or more data sections
-    are read as a batch; a single message comes back as a list of one."""
+    """The messages of one transfer: the message itself, or each message of an SDK batch.
+
+    ``ServiceBusMessageBatch`` (and ``send_messages([...])``) travels as one transfer with message format
+    0x80013700 whose data sections are each a whole encoded message; the envelope carries at most the first
+    message's properties (its message_id) and annotations (emulator/README.md, "Service Bus"). proton does not
+    expose a transfer's message format, so a batch is recognised by its shape: no application properties and
+    no body other than data sections, every data section a well-formed message of its own
+    (:func:`_as_message`), and the envelope's message_id, if any, that of the first one. Anything else is one
+    message.
+    """
     sections = split(payload)
-    data = [s for s in sections if s.code == DATA]
-    if len(data) < 2:
+    body = [s for s in sections if s.code >= DATA and s.code != FOOTER]
+    if not body or any(s.code != DATA for s in body) or find(sections, APPLICATION_PROPERTIES):
         return [sections]
-    return [split(bytes(s.value())) for s in data]
+    inner: list[list[Section]] = []
+    for section in body:
+        value = section.value()
+        parsed = _as_message(bytes(value)) if isinstance(value, bytes) else None
+        if parsed is None:
+            return [sections]
+        inner.append(parsed)
+    envelope_id = properties_field(sections, 0)
+    if envelope_id is not None and envelope_id != properties_field(inner[0], 0):
+        return [sections]
+    return inner
+
+
+def _as_message(raw: bytes) -> list[Section] | None:
+    """``raw`` as message sections when it is a well-formed AMQP message (sections in the standard's order,
+    each at most once except body sections, with a body), else None."""
+    if len(raw) < 3 or raw[0] != 0x00:
+        return None
+    try:
+        sections = split(raw)
+    except SectionError:
+        return None
+    codes = [s.code for s in sections]
+    if any(not HEADER <= c <= FOOTER for c in codes) or codes != sorted(codes):
+        return None
+    heads = [c for c in codes if c < DATA or c == FOOTER]
+    body = [c for c in codes if DATA <= c < FOOTER]
+    return sections if body and len(set(heads)) == len(heads) and len(set(body)) == 1 else None
 
 
 def find(sections: list[Section], code: int) -> Section | None:

@@ -145,3 +145,35 @@ def test_message_over_256_kb_is_refused(standin: StandIn, queue: str) -> None:
             sender.send_messages(ServiceBusMessage(b"x" * (300 * 1024)))
         sender.send_messages(ServiceBusMessage(b"x" * (255 * 1024)))  # just under the limit passes
     assert standin.server.broker.describe()[queue]["active"] == 1
+
+
+def test_batch_send_stores_each_inner_message(standin: StandIn, queue: str) -> None:
+    # ServiceBusMessageBatch and send_messages([...]) travel as ONE transfer (message format 0x80013700) whose
+    # data sections are whole messages; Service Bus stores each as its own message.
+    with standin.client() as client:
+        with client.get_queue_sender(queue) as sender:
+            batch = sender.create_message_batch()
+            for i in range(3):
+                batch.add_message(
+                    ServiceBusMessage(f"b{i}", message_id=f"b-{i}", correlation_id=f"c-{i}",
+                                      application_properties={"i": i})
+                )
+            sender.send_messages(batch)
+            sender.send_messages([ServiceBusMessage("only-in-list", message_id="l-1")])  # a batch of one
+            sender.send_messages(ServiceBusMessage(b"\x00Su\xa0\x01x", message_id="raw"))  # plain binary body
+        assert standin.server.broker.describe()[queue]["active"] == 5
+        receiver, messages = _receive(client, queue, 10)
+        with receiver:
+            got = [(b"".join(m.body), m.message_id, m.correlation_id, m.application_properties)
+                   for m in messages]
+            assert got == [
+                (b"b0", "b-0", "c-0", {b"i": 0}),
+                (b"b1", "b-1", "c-1", {b"i": 1}),
+                (b"b2", "b-2", "c-2", {b"i": 2}),
+                (b"only-in-list", "l-1", None, None),
+                (b"\x00Su\xa0\x01x", "raw", None, None),
+            ]
+            sequence = [m.sequence_number for m in messages]
+            assert sequence == sorted(set(sequence))
+            for message in messages:
+                receiver.complete_message(message)

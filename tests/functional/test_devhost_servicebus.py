@@ -1,23 +1,30 @@
-"""Service Bus pump over the in-memory FAKE broker (no broker can run here, docs/azure-behaviour.md §F8).
+"""The local host's Service Bus trigger over the unmodified SDK receiver and the emulator's AMQP stand-in.
 
-The fake is the boundary being substituted; the pump, the indexing and the invocation are real.
+No mock at the Service Bus boundary: messages are sent and read back with ``azure-servicebus``, the host
+receives them with the SDK's receiver in peek-lock, and the stand-in applies Service Bus's settlement rules
+(emulator/README.md, "Service Bus"; docs/azure-behaviour.md §F3).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
+from azure.servicebus import ServiceBusMessage, ServiceBusSubQueue
 
 from devhost.host import Host
-from devhost.servicebus import MAX_DELIVERY_REASON, InMemoryBroker
+from devhost.settings import ServiceBusOptions, read_host_json
+from emulator.servicebus import ServiceBusStandIn
+from emulator.tls import ensure_tls
+from shared.adapters.servicebus_connect import client_from_connection_string
 
 HostFactory = Callable[..., Host]
-SB_SETTINGS = {"TOY_SERVICEBUS": "Endpoint=sb://placeholder.invalid/;SharedAccessKeyName=n;SharedAccessKey=k"}
 
 
-def _wait_for(condition: Callable[[], bool], timeout: float = 15.0) -> None:
+def _wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, "condition not met in time"
@@ -25,94 +32,100 @@ def _wait_for(condition: Callable[[], bool], timeout: float = 15.0) -> None:
 
 
 @pytest.fixture
-def sb_host(make_host: HostFactory) -> tuple[Host, InMemoryBroker]:
-    broker = InMemoryBroker()
-    host = make_host(broker=broker, settings=SB_SETTINGS, run_timers=False, serve_http=False)
-    return host, broker
-
-
-def test_message_is_completed_after_success(sb_host: tuple[Host, InMemoryBroker]) -> None:
-    host, broker = sb_host
-    broker.send("orders", b"good order", application_properties={"kind": "test"})
-    _wait_for(lambda: len(broker.completed("orders")) == 1)
-    assert host.index is not None
-    assert ("orders", ("good order", 1)) in host.index.module.CALLS
-    assert broker.active_count("orders") == 0
-    assert broker.dead_letters("orders") == []
-
-
-def test_failing_message_is_abandoned_redelivered_and_dead_lettered_at_max_delivery_count(
-    sb_host: tuple[Host, InMemoryBroker],
-) -> None:
-    host, broker = sb_host
-    broker.send("orders", "bad order")
-    _wait_for(lambda: len(broker.dead_letters("orders")) == 1)
-    assert host.index is not None
-    deliveries = [count for name, (body, count) in host.index.module.CALLS if name == "orders"]
-    assert deliveries == list(range(1, 11))
-    dead = broker.dead_letters("orders")[0]
-    assert (dead.body, dead.dead_letter_reason, dead.delivery_count) == (
-        b"bad order",
-        MAX_DELIVERY_REASON,
-        10,
-    )
-    assert broker.completed("orders") == []
-
-
-def test_fake_broker_peek_lock_semantics() -> None:
-    broker = InMemoryBroker(max_delivery_count=2)
-    receiver = broker.receiver("q")
-    broker.send("q", "x")
-    first = receiver.receive(5, 0.1)
-    assert [m.delivery_count for m in first] == [1]
-    assert receiver.receive(5, 0.05) == []  # locked: not visible to a second receive
-    receiver.abandon(first[0])
-    second = receiver.receive(5, 0.1)
-    assert [m.delivery_count for m in second] == [2]
-    receiver.abandon(second[0])
-    assert [m.dead_letter_reason for m in broker.dead_letters("q")] == [MAX_DELIVERY_REASON]
-    with pytest.raises(LookupError):
-        receiver.complete(second[0])
-
-
-def test_service_bus_function_is_not_registered_without_its_connection(make_host: HostFactory) -> None:
-    host = make_host(broker=InMemoryBroker(), run_timers=False, serve_http=False)
-    assert host.sb_pumps == {}
-
-
-# ---- the same pump over the unmodified SDK receiver and the emulator's Service Bus stand-in ---------------
-
-@pytest.fixture
-def sb_standin(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    from emulator.servicebus import ServiceBusStandIn
-    from emulator.tls import ensure_tls
-
-    tls = ensure_tls(tmp_path_factory.mktemp("sb"))
+def standin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ServiceBusStandIn]:
+    """A fresh namespace per test (the toy app's queue is always ``orders``)."""
+    tls = ensure_tls(tmp_path / "sb")
     server = ServiceBusStandIn(tls)
     server.start()
-    yield server, str(tls.ca_cert)
+    monkeypatch.setenv("SERVICEBUS_CA_BUNDLE", str(tls.ca_cert))
+    yield server
     server.stop()
 
 
-def test_sdk_receiver_completes_and_abandons_to_dead_letter(  # type: ignore[no-untyped-def]
-    make_host: HostFactory, sb_standin, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from azure.servicebus import ServiceBusMessage
+def _send(server: ServiceBusStandIn, *bodies: str, **properties: Any) -> None:
+    with client_from_connection_string(server.connection_string) as client, \
+            client.get_queue_sender("orders") as sender:
+        for body in bodies:
+            sender.send_messages(ServiceBusMessage(body, **properties))
 
-    from shared.adapters.servicebus_connect import client_from_connection_string
 
-    server, ca = sb_standin
-    monkeypatch.setenv("SERVICEBUS_CA_BUNDLE", ca)
-    server.broker.configure("orders", max_delivery_count=3)
-    host = make_host(settings={"TOY_SERVICEBUS": server.connection_string}, run_timers=False,
-                     serve_http=False)
-    with (client_from_connection_string(server.connection_string) as client,
-          client.get_queue_sender("orders") as s):
-        s.send_messages(ServiceBusMessage("good order"))
-        s.send_messages(ServiceBusMessage("bad order"))
-    _wait_for(lambda: server.broker.describe().get("orders/$deadletterqueue", {}).get("active") == 1, 30)
-    _wait_for(lambda: server.broker.describe()["orders"]["completed"] == 1, 30)
+def _counts(server: ServiceBusStandIn, entity: str = "orders") -> dict[str, int]:
+    return server.broker.describe().get(entity, {})
+
+
+def _calls(host: Host) -> list[Any]:
     assert host.index is not None
-    calls = [args for name, args in host.index.module.CALLS if name == "orders"]
-    assert ("good order", 1) in calls
-    assert [count for body, count in calls if body == "bad order"] == [1, 2, 3]
+    return [args for name, args in host.index.module.CALLS if name == "orders"]
+
+
+def _sb_host(make_host: HostFactory, server: ServiceBusStandIn, **settings: str) -> Host:
+    return make_host(settings={"TOY_SERVICEBUS": server.connection_string, **settings}, run_timers=False,
+                     serve_http=False)
+
+
+def test_message_is_completed_after_success(make_host: HostFactory, standin: ServiceBusStandIn) -> None:
+    host = _sb_host(make_host, standin)
+    _send(standin, "good order", application_properties={"kind": "test"})
+    _wait_for(lambda: _counts(standin).get("completed") == 1)
+    assert _calls(host) == [("good order", 1)]  # the host reports a first delivery as 1
+    assert _counts(standin)["active"] == 0
+    assert _counts(standin, "orders/$deadletterqueue")["active"] == 0
+
+
+def test_failing_message_is_abandoned_redelivered_and_dead_lettered_at_max_delivery_count(
+    make_host: HostFactory, standin: ServiceBusStandIn
+) -> None:
+    standin.broker.configure("orders", max_delivery_count=4)
+    host = _sb_host(make_host, standin)
+    _send(standin, "bad order", "good order")
+    _wait_for(lambda: _counts(standin, "orders/$deadletterqueue").get("active") == 1)
+    _wait_for(lambda: _counts(standin).get("completed") == 1)
+    assert [count for body, count in _calls(host) if body == "bad order"] == [1, 2, 3, 4]
+    with client_from_connection_string(standin.connection_string) as client, \
+            client.get_queue_receiver("orders", sub_queue=ServiceBusSubQueue.DEAD_LETTER) as dlq:
+        [dead] = dlq.receive_messages(max_message_count=1, max_wait_time=5)
+        dlq.complete_message(dead)
+    assert (str(dead), dead.dead_letter_reason, dead.delivery_count) == (
+        "bad order", "MaxDeliveryCountExceeded", 4)
+
+
+def test_lock_is_renewed_while_the_function_runs(make_host: HostFactory, standin: ServiceBusStandIn) -> None:
+    # host.json maxAutoLockRenewalDuration (default 5 min): a 3.5 s invocation on a 2 s lock completes once.
+    standin.broker.configure("orders", lock_duration=2.0)
+    host = _sb_host(make_host, standin)
+    _send(standin, "slow order")
+    _wait_for(lambda: _counts(standin).get("completed") == 1)
+    time.sleep(0.5)
+    assert _calls(host) == [("slow order", 1)]
+
+
+def test_without_lock_renewal_a_slow_message_is_redelivered(
+    make_host: HostFactory, standin: ServiceBusStandIn
+) -> None:
+    standin.broker.configure("orders", lock_duration=2.0)
+    host = _sb_host(make_host, standin,
+                    AzureFunctionsJobHost__extensions__serviceBus__maxAutoLockRenewalDuration="00:00:00")
+    _send(standin, "slow order")
+    _wait_for(lambda: len(_calls(host)) >= 2)  # the lock ran out mid-invocation: delivered again
+    assert _calls(host)[:2] == [("slow order", 1), ("slow order", 2)]
+
+
+def test_service_bus_function_is_not_registered_without_its_connection(make_host: HostFactory) -> None:
+    host = make_host(run_timers=False, serve_http=False)
+    assert host.sb_pumps == {}
+
+
+def test_host_json_service_bus_settings_are_read(tmp_path: Path) -> None:
+    (tmp_path / "host.json").write_text(
+        '{"version": "2.0", "extensions": {"serviceBus": {"prefetchCount": 20, "maxConcurrentCalls": 2,'
+        ' "autoCompleteMessages": false, "maxAutoLockRenewalDuration": "00:01:30"}}}', encoding="utf-8")
+    assert read_host_json(tmp_path).service_bus == ServiceBusOptions(
+        auto_complete_messages=False, max_concurrent_calls=2, prefetch_count=20,
+        max_auto_lock_renewal_duration=90.0)
+    override = {"AzureFunctionsJobHost__extensions__serviceBus__prefetchCount": "0"}
+    overridden = read_host_json(tmp_path, override)
+    assert overridden.service_bus.prefetch_count == 0
+    (tmp_path / "host.json").write_text('{"version": "2.0"}', encoding="utf-8")
+    assert read_host_json(tmp_path).service_bus == ServiceBusOptions(
+        auto_complete_messages=True, max_concurrent_calls=16, prefetch_count=0,
+        max_auto_lock_renewal_duration=300.0)

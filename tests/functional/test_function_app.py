@@ -1,7 +1,8 @@
 """The function app's functions, called with the real trigger types, wired to the emulator and Azurite.
 
 Services come from ``build_services(from_emulator(...))`` (real SDK adapters, real Table journal); each test
-gets its own tables and queue names. The only fake is the Service Bus outcome sender (no broker can run here).
+gets its own tables and queue names. Outcome messages go through the real ``ServiceBusOutcomeSender`` to a
+queue on the emulator's Service Bus stand-in and are read back with the SDK (no fake at that boundary).
 """
 
 from __future__ import annotations
@@ -19,10 +20,12 @@ from azure.functions.queue import QueueMessage
 from azure.functions.servicebus import ServiceBusMessage
 from azure.functions.timer import TimerRequest
 
+from shared.adapters.notifier import ServiceBusOutcomeSender
 from shared.adapters.queues import queue_client
-from shared.adapters.retry import retries_off
+from shared.adapters.servicebus_connect import client_from_connection_string
 from shared.adapters.settings import from_emulator
 from shared.errors import Transient
+from shared.retry import retries_off
 from tests.functional.fleet import Fleet, payload
 from tests.support.azurite_fixtures import unique_prefix
 from unprovision import wiring
@@ -32,14 +35,28 @@ Functions = dict[str, Callable[..., Any]]
 
 
 class RecordingSender:
-    """Fake at the Service Bus boundary: keeps what would have been sent."""
+    """The real outcome sender, to a queue of its own on the emulator's Service Bus stand-in; ``sent`` reads
+    what arrived there with the SDK (each message once, completed)."""
 
-    def __init__(self) -> None:
-        self.sent: list[dict[str, Any]] = []
+    def __init__(self, service_bus: dict[str, Any]) -> None:
+        self._conn, self._ca = service_bus["connectionString"], service_bus["caBundle"]
+        self.queue = f"outcomes-{uuid.uuid4().hex[:8]}"
+        self._real = ServiceBusOutcomeSender(self._conn, self.queue)
+        self._received: list[dict[str, Any]] = []
 
     def send(self, body: str, *, message_id: str, correlation_id: str | None) -> None:
-        self.sent.append({"body": json.loads(body), "message_id": message_id,
-                          "correlation_id": correlation_id})
+        self._real.send(body, message_id=message_id, correlation_id=correlation_id)
+
+    @property
+    def sent(self) -> list[dict[str, Any]]:
+        with client_from_connection_string(self._conn, ca_bundle=self._ca) as client, \
+                client.get_queue_receiver(self.queue) as receiver:
+            while batch := receiver.receive_messages(max_message_count=50, max_wait_time=1):
+                for message in batch:
+                    self._received.append({"body": json.loads(str(message)), "message_id": message.message_id,
+                                           "correlation_id": message.correlation_id})
+                    receiver.complete_message(message)
+        return list(self._received)
 
 
 def load_app() -> Any:
@@ -53,8 +70,9 @@ def functions_of(module: Any) -> Functions:
 
 
 @pytest.fixture
-def sender() -> RecordingSender:
-    return RecordingSender()
+def sender(clean_emulator: Any, monkeypatch: pytest.MonkeyPatch) -> RecordingSender:
+    monkeypatch.setenv("SERVICEBUS_CA_BUNDLE", clean_emulator.config["serviceBus"]["caBundle"])
+    return RecordingSender(clean_emulator.config["serviceBus"])
 
 
 @pytest.fixture

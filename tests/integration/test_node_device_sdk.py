@@ -6,13 +6,17 @@ group) and X.509 (individual self-signed, group via intermediate, group via root
 the TLS handshake) — the device registers (202 + polling, done by the SDK) and sends before revocation;
 after the engine applies the event it is refused with what DPS and IoT Hub give (DPS: operation status
 ``disabled`` — which the SDK surfaces as ``SyntaxError('status is disabled')`` — or 401; hub: 401
-``UnauthorizedError``); its sibling keeps working; ``found`` lets it back.
+``UnauthorizedError``); its sibling keeps working; ``found`` lets it back. The emulator's call counters show
+each registration took the 202 + polling flow (PUT → 202 ``assigning``, then the operation GET), and each
+refusal came where DPS gives it (the poll's ``disabled``, or 401 on the PUT). Which refusal each attestation
+gets after ``lost``, and why: emulator/README.md, "Device SDKs".
 """
 
 from __future__ import annotations
 
 import os
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -116,24 +120,59 @@ def build(emu: EmulatorHandle, kind: str, tmp: Path) -> Pair:
     return devices[0], devices[1], leaves[0].pem + inter.pem
 
 
+REGISTER = "PUT /{id_scope}/registrations/{registration_id}/register"
+POLL = "GET /{id_scope}/registrations/{registration_id}/operations/{operation_id}"
+
+
+def dps_calls(emu: EmulatorHandle) -> Counter[tuple[str, str]]:
+    """The emulator's DPS call counters: (operation, HTTP status) -> calls."""
+    calls: dict[str, dict[str, int]] = emu.admin("GET", "/counters")["calls"].get("dps", {})
+    return Counter({(op, status): n for op, by in calls.items() for status, n in by.items()})
+
+
+def run_counted(emu: EmulatorHandle, device: node_sdk.SdkDevice,
+                **options: Any) -> tuple[node_sdk.SdkResult, Counter[tuple[str, str]]]:
+    """One SDK call and the DPS calls it made (tests run one at a time: nothing else talks to DPS)."""
+    before = dps_calls(emu)
+    result = node_sdk.run(emu.config, device, **options)
+    return result, dps_calls(emu) - before
+
+
 def assert_working(emu: EmulatorHandle, device: node_sdk.SdkDevice) -> node_sdk.SdkResult:
-    result = node_sdk.run(emu.config, device)
+    result, calls = run_counted(emu, device)
     assert result.registered, (device.registration_id, result)
     assert result.sent, (device.registration_id, result)
+    # 202 + polling: the PUT answered 202 "assigning", the operation GET gave the final state
+    assert calls == Counter({(REGISTER, "202"): 1, (POLL, "200"): 1}), calls
     return result
 
 
-def assert_refused(emu: EmulatorHandle, device: node_sdk.SdkDevice, hub: str, device_id: str) -> None:
-    result = node_sdk.run(emu.config, device)
+# What DPS answers a device after `lost` (emulator/README.md, "Device SDKs"): a disabled individual
+# enrollment (its own, or the blocking one made from the certificate the event carries) → the poll's status
+# "disabled"; a group member without a certificate gets a blocking symmetric-key enrollment with keys DPS
+# generated, so its own (group-derived) key no longer authenticates → 401 on the PUT.
+REFUSAL = {"symmetric-individual": "disabled", "symmetric-group": "401", "x509-individual": "disabled",
+           "x509-group-intermediate": "disabled", "x509-group-root": "disabled"}
+
+
+def assert_refused(emu: EmulatorHandle, device: node_sdk.SdkDevice, hub: str, device_id: str,
+                   expected: str) -> None:
+    # one SDK run: register (refused), then still send to the hub the device knew
+    result, calls = run_counted(emu, device, fallback_hub=hub, device_id=device_id)
     assert not result.registered, (device.registration_id, result)
     error = result.registration_error or {}
-    # DPS refuses either through the operation status "disabled" (SDK: SyntaxError) or with 401.
-    assert error.get("resultStatus") == "disabled" or error.get("statusCode") == 401, error
-    sent = node_sdk.run(emu.config, device, hub=hub, device_id=device_id)
-    assert sent.send is not None
-    assert not sent.sent
-    assert sent.send.get("statusCode") == 401, sent.send
-    assert sent.send.get("name") == "UnauthorizedError", sent.send
+    if expected == "disabled":  # 202, then the poll's final status "disabled": the SDK's SyntaxError
+        assert calls == Counter({(REGISTER, "202"): 1, (POLL, "200"): 1}), calls
+        assert error.get("resultStatus") == "disabled", error
+        assert error.get("name") == "SyntaxError", error
+    else:  # DPS answers the PUT itself with 401: the SDK's UnauthorizedError, no polling
+        assert calls == Counter({(REGISTER, "401"): 1}), calls
+        assert error.get("statusCode") == 401, error
+        assert error.get("name") == "UnauthorizedError", error
+    assert result.send is not None, result
+    assert not result.sent
+    assert result.send.get("statusCode") == 401, result.send  # IoT Hub: 401 IotHubUnauthorizedAccess
+    assert result.send.get("name") == "UnauthorizedError", result.send
 
 
 KINDS = ["symmetric-individual", "symmetric-group", "x509-individual", "x509-group-intermediate",
@@ -153,7 +192,7 @@ def test_node_sdk_device_is_cut_off_by_revocation_and_let_back_by_found(
     outcome = apply_event(emu, table_journal, fleet.event(f"e-{kind}", "lost",
                                                           reg_id=device.registration_id, **extra))
     assert outcome.status == "completed", outcome.error
-    assert_refused(emu, device, hub, device_id)
+    assert_refused(emu, device, hub, device_id, REFUSAL[kind])
     assert_working(emu, sibling)
     found_event = fleet.event(f"e-{kind}-found", "found", reg_id=device.registration_id)
     found = apply_event(emu, table_journal, found_event)
@@ -185,8 +224,12 @@ def test_the_demo_fleet_probe_asks_the_node_sdk_before_and_after_a_revocation(
     devices = {d.registration_id: d for d in seed_fleet(emu.config, tmp_path)}
     probe = FleetProbe(emu.config, tmp_path)
     assert probe.device_sdk == "node"
-    picked = [d for d in devices.values() if d.kind in ("x509-group", "x509-individual", "sas-individual")]
-    chosen = {d.kind: d for d in picked}
+    # one device of each kind: X.509 group (via intermediate and via root), X.509 individual, symmetric key
+    # individual and group through the SDK; TPM through the Python client (its stand-in header)
+    chosen = {d.kind: d for d in devices.values()}
+    chosen["x509-group-root"] = devices["sensor-r-010"]
+    assert set(chosen) == {"x509-group", "x509-group-root", "x509-individual", "sas-individual", "sas-group",
+                           "tpm"}
     rows = {row.registration_id: row for row in probe.table(list(chosen.values()))}
     assert {(r.can_register, r.can_send) for r in rows.values()} == {("yes", "yes")}, rows
     target = chosen["x509-individual"]

@@ -104,7 +104,8 @@ def test_a_lost_device_with_its_own_enrollment_is_revoked_end_to_end_in_six_roun
     assert outcome.status == "completed"
     assert [s.kind for s in outcome.steps] == ["EnrollmentDisabled", "HubIdentityDisabled"]
     assert len(w.log) <= 6, w.log
-    assert w.notifier.published == [outcome.to_dict()]
+    # the outcome message: the outcome plus the correlationId (the eventId when the event has none)
+    assert w.notifier.published == [{**outcome.to_dict(), "correlationId": "ev-1"}]
     json.dumps(outcome.to_dict())  # JSON-serialisable
 
 

@@ -64,11 +64,11 @@ def run(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | No
             out.write(f"sent {event.type.value} event {event.event_id} to Service Bus queue {queue}\n")
             return EXIT_OK
         queue = args.queue or Settings.from_env().lifecycle_queue
-        connection = resolve_connection(os.environ, HOST_STORAGE)
-        if connection is None or connection.connection_string is None:
-            err.write(f"{HOST_STORAGE} is not set to a connection string\n")
+        connection = resolve_connection(os.environ, HOST_STORAGE)  # a connection string or identity-based
+        if connection is None:
+            err.write(f"{HOST_STORAGE} is not set (a connection string, or {HOST_STORAGE}__accountName)\n")
             return EXIT_INVALID
-        sender = StorageQueueSender(connection.connection_string, queue)
+        sender = StorageQueueSender(connection, queue)
     except Rejected as exc:
         err.write(f"{str(exc).split(':', 1)[0]}; not sent\n")
         for e in exc.errors:
