@@ -1,7 +1,9 @@
-"""``python -m bench [--quick] [--sizes 1000,10000] [--memory-sizes 1000,100000] [--events 100] [--publish]``
+"""``python -m bench [--quick] [--sizes 1000,10000] [--symmetric-sizes 1000,10000]
+[--memory-sizes 1000,100000] [--events 100] [--publish]``
 
 Runs the group-purge comparison (engine as the product runs it, the engine's bulk path alone where the
-product took import jobs, naive baseline), the memory runs and the single-event benchmark against one
+product took import jobs, naive baseline), the symmetric-key group runs (judged against their throttle
+floor), the memory runs and the single-event benchmark against one
 emulator process and one Azurite with blob (the import jobs' storage), then writes ``results.json``,
 ``report.md`` and ``benchmark.png`` to ``bench/out/`` (``--publish`` also copies them to ``bench/results/``).
 """
@@ -29,8 +31,11 @@ def parse(argv: list[str] | None) -> tuple[BenchOptions, bool]:
     p = argparse.ArgumentParser(
         prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--quick", action="store_true", help="CI size: 1k devices, 1k/10k memory, 20 events")
+    p.add_argument("--quick", action="store_true",
+                   help="CI size: 1k devices, 1k symmetric-key, 1k/10k memory, 20 events")
     p.add_argument("--sizes", type=_sizes, help="group sizes (default 1000,10000)")
+    p.add_argument("--symmetric-sizes", type=_sizes,
+                   help="symmetric-key group sizes (default 1000,10000; quick 1000)")
     p.add_argument("--memory-sizes", type=_sizes, help="memory run sizes (default 1000,100000)")
     p.add_argument("--naive-sample", type=int, default=1000, help="naive baseline devices measured per size")
     p.add_argument("--compression", type=float, default=10.0, help="throttle time-compression factor F")
@@ -46,6 +51,7 @@ def parse(argv: list[str] | None) -> tuple[BenchOptions, bool]:
     quick = args.quick
     options = BenchOptions(
         sizes=args.sizes or ((1000,) if quick else (1000, 10000)),
+        symmetric_sizes=args.symmetric_sizes or ((1000,) if quick else (1000, 10000)),
         memory_sizes=args.memory_sizes or ((1000, 10000) if quick else (1000, 100000)),
         naive_sample=args.naive_sample,
         compression=args.compression,

@@ -10,6 +10,12 @@ account (``GroupSettings.storage``) and the product's threshold. When that run m
 size is measured again with the factory left out (side ``engineBulk``), so bulk, import jobs and the naive
 baseline stand side by side. Emulator units are kept per service and bucket: a job's calls count against
 the hub's ``jobs`` bucket, bulk calls against ``registry`` (one unit per device).
+
+``symmetric_run`` measures a symmetric-key group (issue 11, item 7): a bulk disable must first read each
+device's keys (one registry GET per device, paid from the same per-hub budget before it is spent), so the
+bulk path spends two registry units per device. It runs the engine only (as the product runs it, and on the
+bulk path alone when that made import jobs); what it is judged against is its own throttle floor, not the
+naive baseline, whose per-device get + update is the same for either kind of group.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ class GroupSettings:
     storage: str | None = field(default=None, repr=False)  # blob-capable connection string: import jobs on
     import_job_threshold: int | None = None  # None: the product default (GROUP_IMPORT_JOB_THRESHOLD)
     import_jobs: bool = True
+    attestation: str = "x509"  # the group's kind: x509 | symmetricKey (bench.seed)
 
 
 def run_child(emu: EmulatorProcess, settings: dict[str, Any]) -> dict[str, Any]:
@@ -82,10 +89,10 @@ def _spent(before: dict[str, Any], after: dict[str, Any]) -> dict[str, dict[str,
     return out
 
 
-def _prepare(emu: EmulatorProcess, devices: int, knobs: dict[str, Any]) -> dict[str, Any]:
+def _prepare(emu: EmulatorProcess, devices: int, knobs: dict[str, Any], attestation: str) -> dict[str, Any]:
     """Reset, seed, set the knobs; returns the emulator's per-minute limits by service and bucket."""
     emu.reset()
-    seed_fleet(emu, devices)
+    seed_fleet(emu, devices, attestation)
     settings = emu.set_knobs(**knobs)  # after seeding: seeding goes through the admin API, never throttled
     return dict(settings.get("limitsPerMinute", {}))
 
@@ -94,7 +101,7 @@ def measure_side(
     emu: EmulatorProcess, devices: int, side: str, cfg: GroupSettings, knobs: dict[str, Any]
 ) -> dict[str, Any]:
     """Seed ``devices``, run one side, attach the emulator's view of it."""
-    limits = _prepare(emu, devices, knobs)
+    limits = _prepare(emu, devices, knobs, cfg.attestation)
     before = emulator_view(emu.counters(), emu.hub_names)
     window_budget = S1_PER_UNIT * cfg.units
     throttled = knobs.get("tier", "S1") != "off"
@@ -124,16 +131,20 @@ def measure_side(
     return result
 
 
-def compare(emu: EmulatorProcess, devices: int, cfg: GroupSettings) -> dict[str, Any]:
-    """All sides at one size, same knobs: engine as the product runs it, engine on the bulk path alone
-    (only when the first made import jobs), naive."""
-    knobs = {
+def _throttled_knobs(cfg: GroupSettings) -> dict[str, Any]:
+    return {
         "tier": cfg.tier,
         "units": cfg.units,
         "timeCompression": cfg.time_compression,
         "dpsThrottle": True,
         "latencyMs": 0,
     }
+
+
+def compare(emu: EmulatorProcess, devices: int, cfg: GroupSettings) -> dict[str, Any]:
+    """All sides at one size, same knobs: engine as the product runs it, engine on the bulk path alone
+    (only when the first made import jobs), naive."""
+    knobs = _throttled_knobs(cfg)
     engine = measure_side(emu, devices, "engine", cfg, knobs)
     sides = {"engine": engine}
     if engine.get("importJobs"):
@@ -147,6 +158,29 @@ def compare(emu: EmulatorProcess, devices: int, cfg: GroupSettings) -> dict[str,
         "units": cfg.units,
         "timeCompression": cfg.time_compression,
         "limiterMargin": cfg.limiter_margin,
+        "importJobThreshold": engine.get("importJobThreshold"),
+        **sides,
+    }
+
+
+def symmetric_run(emu: EmulatorProcess, devices: int, cfg: GroupSettings) -> dict[str, Any]:
+    """A symmetric-key group of ``devices``, action disable, on the same throttled knobs as ``compare``:
+    the engine as the product runs it, and on the bulk path alone when that made import jobs."""
+    side = replace(cfg, attestation="symmetricKey", action="disable")
+    knobs = _throttled_knobs(side)
+    engine = measure_side(emu, devices, "engine", side, knobs)
+    sides = {"engine": engine}
+    if engine.get("importJobs"):
+        sides["engineBulk"] = measure_side(emu, devices, "engine", replace(side, import_jobs=False), knobs)
+    return {
+        "devices": devices,
+        "hubs": len(emu.hub_names),
+        "attestation": "symmetricKey",
+        "action": side.action,
+        "tier": side.tier,
+        "units": side.units,
+        "timeCompression": side.time_compression,
+        "limiterMargin": side.limiter_margin,
         "importJobThreshold": engine.get("importJobThreshold"),
         **sides,
     }

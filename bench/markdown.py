@@ -76,6 +76,43 @@ def _calls_table(groups: list[Mapping[str, Any]]) -> list[str]:
     return lines
 
 
+def _symmetric_table(runs: list[Mapping[str, Any]]) -> list[str]:
+    lines = [
+        ("| devices | side | wall (measured, compressed) | throttle floor (real) | real service time (est.) "
+         "| real ÷ floor | registry ops/device | 429s seen | bulk calls / import jobs | failed |"),
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for g in runs:
+        for name in ("engine", "engineBulk"):
+            if name not in g:
+                continue
+            s = g[name]
+            label = SIDE_LABELS[name] + ((" (import jobs)" if s["jobsCreated"] else " (bulk)")
+                                         if name == "engine" else "")
+            lines.append(
+                f"| {g['devices']:,} | {label} | {_secs(s['wallSeconds'])} "
+                f"| {_secs(s['throttleFloorRealSeconds'])} ({s['throttleFloorBucket']}) "
+                f"| {_secs(s['realSeconds'])} | {s['realOverFloor']:.2f}x | {s['registryOpsPerDevice']:.2f} "
+                f"| {s['http429']} | {s['bulkCalls']} / {s['importJobs']} | {s['failed']} |"
+            )
+    return lines
+
+
+def _symmetric(results: Mapping[str, Any]) -> list[str]:
+    runs = results.get("symmetric") or []
+    if not runs:
+        return []
+    return [
+        "", "## Symmetric-key group purge (engine, action disable)", "",
+        ("A symmetric-key group on the same S1 settings: before a bulk disable the engine reads each "
+         "device's keys (a bulk update must carry them), one registry GET per device, reserved from the "
+         "hub's budget before it is sent, so the bulk path spends 2 registry units per device and its floor "
+         "is twice an X.509 group's. *real ÷ floor* is how close the purge ran to the pace the budget "
+         "allows (1.00x = paced by the budget alone)."),
+        "", *_symmetric_table(runs),
+    ]
+
+
 def _memory_table(memory: list[Mapping[str, Any]]) -> list[str]:
     lines = [
         ("| path | action | devices | peak RSS | RSS after imports | wall (throttling off) | bulk calls "
@@ -142,6 +179,7 @@ def render(results: Mapping[str, Any]) -> str:
         "",
     ]
     out += [*_group_table(results["group"]), "", *_calls_table(results["group"])]
+    out += _symmetric(results)
     out += ["", "## Memory (engine, in-process mode, throttling off, emulator in another process)", "",
             ("*bulk*: the bulk path alone, action `delete` (bounded batches). *product*: as the product "
              "runs, action `" + str(results["meta"]["action"]) + "`: hubs at or above the import-job "

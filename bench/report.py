@@ -377,3 +377,49 @@ def _latency_why(single: Mapping[str, Any]) -> str:
         f"= {service:.3f} s of injected latency; the other {rest:.3f} s are queue polling, host dispatch, "
         f"journal writes to Azurite and client/emulator CPU on this {single.get('cpus', '?')}-CPU machine"
     )
+
+
+# -- symmetric-key groups (issue 11, item 7) -----------------------------------------------------------------
+
+SYMMETRIC_SIDES = ("engine", "engineBulk")
+# A symmetric-key device costs two registry units on the bulk path: the GET that reads its keys (a bulk
+# update must carry them) and its entry in the bulk write.
+SYMMETRIC_OPS_PER_DEVICE = 2.0
+# How far above its throttle floor a purge may finish and still count as paced by the budget alone (client
+# work, TLS and the emulator's own time are the rest); a starving purge (issue 11: 7 failed attempts for 100
+# devices) lands far above it.
+FLOOR_MARGIN = 1.10
+
+
+def symmetric_summary(run: Mapping[str, Any]) -> dict[str, Any]:
+    """The engine's sides of one symmetric-key size; ``bulk`` names the side that measured the bulk path."""
+    devices, factor = int(run["devices"]), float(run["timeCompression"])
+    budget = S1_OPS_PER_MINUTE * int(run.get("units", 1))
+    summary: dict[str, Any] = {"devices": devices, "timeCompression": factor, "hubs": int(run.get("hubs", 1)),
+                               "attestation": run.get("attestation", "symmetricKey"),
+                               "importJobThreshold": run.get("importJobThreshold")}
+    for name in SYMMETRIC_SIDES:
+        if name in run:
+            side = side_summary(run[name], devices, factor, budget)
+            side["realOverFloor"] = ratio(side["realSeconds"], side["throttleFloorRealSeconds"])
+            summary[name] = side
+    summary["bulk"] = "engineBulk" if "engineBulk" in summary else "engine"
+    return summary
+
+
+def symmetric_verdicts(summary: Mapping[str, Any]) -> list[Verdict]:
+    """On the bulk path: real time within ``FLOOR_MARGIN`` of its own floor, every device purged, and at most
+    two registry units per device (so the floor itself is not inflated by wasted reads or retries)."""
+    devices, bulk = int(summary["devices"]), summary[summary["bulk"]]
+    facts = (f"floor {_dur(bulk['throttleFloorRealSeconds'])} on {bulk['throttleFloorBucket']}, real "
+             f"{_dur(bulk['realSeconds'])}, {bulk['http429']} 429s seen, {bulk['failed']} devices failed, "
+             f"{bulk['bulkCalls']} bulk calls")
+    why = "" if bulk["failed"] == 0 else f"{bulk['failed']} devices were not purged"
+    return [
+        _check(f"symmetric-key group, bulk path, {devices:,} devices: real service time ÷ throttle floor",
+               bulk["realOverFloor"] if bulk["failed"] == 0 else math.inf, FLOOR_MARGIN, at_least=False,
+               unit="x", why=why, note=facts),
+        _check(f"throttled registry ops/device, symmetric-key bulk path, {devices:,} devices",
+               bulk["registryOpsPerDevice"], SYMMETRIC_OPS_PER_DEVICE, at_least=False, unit="",
+               note="one key read + one bulk-write entry per device"),
+    ]

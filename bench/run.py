@@ -16,7 +16,7 @@ from typing import Any
 
 from bench import report
 from bench.emu import running_emulator
-from bench.group import MEMORY_PATHS, GroupSettings, compare, memory_run
+from bench.group import MEMORY_PATHS, GroupSettings, compare, memory_run, symmetric_run
 from bench.markdown import render
 from bench.plot import plot
 
@@ -27,6 +27,7 @@ HUBS = 3
 class BenchOptions:
     sizes: tuple[int, ...] = (1000, 10000)
     memory_sizes: tuple[int, ...] = (1000, 100000)
+    symmetric_sizes: tuple[int, ...] = ()  # symmetric-key groups (the CLI: quick 1000, full 1000 + 10000)
     naive_sample: int = 1000
     compression: float = 10.0
     action: str = "disable"
@@ -44,7 +45,7 @@ def run(options: BenchOptions, log: Callable[[str], None] = lambda _l: None) -> 
     """Azurite with blob serves the engine's import jobs (as ``AzureWebJobsStorage`` does for the app)."""
     from devhost.azurite import start_azurite
 
-    raw: dict[str, Any] = {"group": [], "memory": [], "single": {"skipped": "--skip-single"}}
+    raw: dict[str, Any] = {"group": [], "symmetric": [], "memory": [], "single": {"skipped": "--skip-single"}}
     with (
         tempfile.TemporaryDirectory(prefix="bench-") as tmp,
         running_emulator(Path(tmp) / "emulator", hubs=HUBS, time_compression=options.compression) as emu,
@@ -58,6 +59,11 @@ def run(options: BenchOptions, log: Callable[[str], None] = lambda _l: None) -> 
             log(f"group purge: {size:,} devices (engine; engine on the bulk path if it made jobs; naive)")
             started = time.monotonic()
             raw["group"].append(compare(emu, size, settings))
+            log(f"  done in {time.monotonic() - started:.0f} s")
+        for size in options.symmetric_sizes:
+            log(f"symmetric-key group purge: {size:,} devices (engine; bulk path alone if it made jobs)")
+            started = time.monotonic()
+            raw["symmetric"].append(symmetric_run(emu, size, settings))
             log(f"  done in {time.monotonic() - started:.0f} s")
         for path in MEMORY_PATHS:
             for size in options.memory_sizes:
@@ -88,6 +94,12 @@ def assemble(raw: dict[str, Any], options: BenchOptions) -> dict[str, Any]:
         verdicts.append(report.speedup_verdict(at_10k[0], targets))
         for g in groups:
             verdicts += report.ops_verdicts(g, targets)
+    symmetric = [
+        {**report.symmetric_summary(s), "raw": {k: s[k] for k in report.SYMMETRIC_SIDES if k in s}}
+        for s in raw.get("symmetric", [])
+    ]
+    for s in symmetric:
+        verdicts += report.symmetric_verdicts(s)
     memory = sorted(raw["memory"], key=lambda m: (m.get("path", "bulk"), m["devices"]))
     for path in MEMORY_PATHS:
         runs = [m for m in memory if m.get("path", "bulk") == path]
@@ -114,6 +126,7 @@ def assemble(raw: dict[str, Any], options: BenchOptions) -> dict[str, Any]:
         "meta": meta,
         "verdicts": [v.to_dict() for v in verdicts],
         "group": groups,
+        "symmetric": symmetric,
         "memory": memory,
         "single": single,
     }

@@ -1,13 +1,17 @@
-"""Seed a fleet through the emulator's admin API: one X.509 enrollment group, N registration records spread
-round-robin over the hubs, and N hub identities (``certificateAuthority`` authentication, as DPS creates them
-for X.509 group devices).
+"""Seed a fleet through the emulator's admin API: one enrollment group, N registration records spread
+round-robin over the hubs, and N hub identities. ``x509`` (the default): an X.509 group and
+``certificateAuthority`` identities, as DPS creates them for X.509 group devices. ``symmetricKey``: a
+symmetric-key group and ``sas`` identities (the emulator generates their keys), as DPS creates them for
+symmetric-key group devices — the identities whose keys a bulk disable must read first (docs/engine.md).
 
 Seeding is chunked so a 100k fleet never needs one giant JSON body in either process.
 """
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import os
 from collections.abc import Iterator
 
 from cryptography import x509
@@ -19,6 +23,7 @@ from bench.emu import EmulatorProcess
 
 GROUP_ID = "bench-fleet"
 CHUNK = 5_000
+ATTESTATIONS = ("x509", "symmetricKey")
 
 
 def device_id(index: int) -> str:
@@ -44,15 +49,24 @@ def signing_certificate_pem() -> str:
     return cert.public_bytes(serialization.Encoding.PEM).decode()
 
 
-def _group() -> dict[str, object]:
-    return {
-        "enrollmentGroupId": GROUP_ID,
-        "provisioningStatus": "enabled",
-        "attestation": {
+def _key() -> str:
+    return base64.b64encode(os.urandom(32)).decode()
+
+
+def _group(attestation: str) -> dict[str, object]:
+    if attestation == "symmetricKey":
+        mechanism: dict[str, object] = {
+            "type": "symmetricKey", "symmetricKey": {"primaryKey": _key(), "secondaryKey": _key()}}
+    else:
+        mechanism = {
             "type": "x509",
             "x509": {"signingCertificates": {"primary": {"certificate": signing_certificate_pem()}}},
-        },
-    }
+        }
+    return {"enrollmentGroupId": GROUP_ID, "provisioningStatus": "enabled", "attestation": mechanism}
+
+
+def _authentication(attestation: str) -> dict[str, object]:
+    return {"type": "sas"} if attestation == "symmetricKey" else {"type": "certificateAuthority"}
 
 
 def _chunks(total: int) -> Iterator[range]:
@@ -60,10 +74,12 @@ def _chunks(total: int) -> Iterator[range]:
         yield range(start, min(total, start + CHUNK))
 
 
-def seed_fleet(emu: EmulatorProcess, devices: int) -> dict[str, int]:
+def seed_fleet(emu: EmulatorProcess, devices: int, attestation: str = "x509") -> dict[str, int]:
     """Group + ``devices`` registrations + identities; returns devices seeded per hub name."""
+    if attestation not in ATTESTATIONS:
+        raise ValueError(f"attestation must be one of {ATTESTATIONS}, got {attestation!r}")
     hubs = emu.hub_names
-    emu.admin("POST", "seed", {"enrollments": [_group()]})
+    emu.admin("POST", "seed", {"enrollments": [_group(attestation)]})
     per_hub = dict.fromkeys(hubs, 0)
     for chunk in _chunks(devices):
         registrations = []
@@ -82,7 +98,7 @@ def seed_fleet(emu: EmulatorProcess, devices: int) -> dict[str, int]:
                 {
                     "deviceId": device_id(i),
                     "status": "enabled",
-                    "authentication": {"type": "certificateAuthority"},
+                    "authentication": _authentication(attestation),
                 }
             )
             per_hub[hub] += 1

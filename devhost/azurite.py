@@ -23,6 +23,7 @@ import contextlib
 import os
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -105,14 +106,14 @@ def bin_dir(root: Path | None = None) -> Path:
     return directory
 
 
-def _command(directory: Path, service: str, location: Path | None) -> list[str]:
+def _command(directory: Path, service: str, location: Path | None, extra: Sequence[str] = ()) -> list[str]:
     persistence = ["--location", str(location)] if location else ["--inMemoryPersistence"]
     return [
         str(directory / f"azurite-{service}"),
         f"--{service}Host", HOST,
         f"--{service}Port", "0",
         *persistence,
-        "--skipApiVersionCheck", "--disableTelemetry", "--silent", "--loose",
+        "--skipApiVersionCheck", "--disableTelemetry", "--silent", "--loose", *extra,
     ]
 
 
@@ -146,9 +147,12 @@ def _wait_for_ports(procs: dict[str, subprocess.Popen[bytes]], timeout: float) -
 
 
 def start_azurite(
-    *, blob: bool = False, location: Path | None = None, timeout: float = STARTUP_TIMEOUT_S
+    *, blob: bool = False, location: Path | None = None, timeout: float = STARTUP_TIMEOUT_S,
+    extra_args: Sequence[str] = (),
 ) -> AzuriteHandle:
-    """Start queue + table (and blob when asked) in memory, or persisted under ``location``."""
+    """Start queue + table (and blob when asked) in memory, or persisted under ``location``. ``extra_args``
+    go to every service (e.g. ``--cert``, ``--key``, ``--oauth basic`` for OAuth tests; the endpoints are
+    then https, which ``url`` does not reflect)."""
     directory = bin_dir()
     if location is not None:
         location.mkdir(parents=True, exist_ok=True)
@@ -158,7 +162,7 @@ def start_azurite(
     try:
         for service in services:
             procs[service] = subprocess.Popen(  # noqa: S603 - fixed argv, our own node_modules binaries
-                _command(directory, service, location),
+                _command(directory, service, location, extra_args),
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 cwd=str(location or directory), env=env, start_new_session=True,
             )

@@ -6,7 +6,7 @@ existing variables, read host.json, import and index the app once, then start a 
 the app registered. ``stop()`` stops them all and removes the environment variables it added.
 
 Output bindings are flushed after a successful invocation: ``queue`` (base64, and the pump of that queue is
-woken), ``table`` (upsert of one entity or a list), ``serviceBus`` (only to the in-memory broker). Not pinned
+woken), ``table`` (upsert of one entity or a list), ``serviceBus`` (sent with the SDK). Not pinned
 by a documented source: identity-based storage connections (``<name>__queueServiceUri`` …) are mapped to
 Azurite, since nothing can reach Azure from here.
 """
@@ -28,7 +28,7 @@ from devhost.app_index import AppIndex, FunctionInfo, InvocationResult, OutputBi
 from devhost.http_server import HttpFrontEnd
 from devhost.keys import KeyStore, load_keys
 from devhost.queue_pump import QueuePump, queue_client_factory, send_creating
-from devhost.servicebus import AzureServiceBusReceiver, InMemoryBroker, MessageReceiver, ServiceBusPump
+from devhost.servicebus import AzureServiceBusReceiver, MessageReceiver, ServiceBusPump, send_output
 from devhost.settings import (
     HostConfig,
     development_storage,
@@ -45,7 +45,7 @@ log = logging.getLogger("devhost")
 
 @dataclass(frozen=True)
 class HostOptions:
-    """How to run the host. ``port=0`` picks a free port; ``broker`` replaces Service Bus with the fake."""
+    """How to run the host. ``port=0`` picks a free port."""
 
     app_root: Path = Path()
     settings_file: Path | None = None  # default: <app_root>/local.settings.json
@@ -54,7 +54,6 @@ class HostOptions:
     state_dir: Path | None = None  # default: <app_root>/.state/devhost (keys.json)
     extra_settings: Mapping[str, str] = field(default_factory=dict)
     dev_storage: str | None = None  # explicit Azurite connection string behind UseDevelopmentStorage=true
-    broker: InMemoryBroker | None = None
     run_timers: bool = True
     serve_http: bool = True
     module_name: str | None = None  # import the app under this name (tests hosting a toy app in-process)
@@ -154,19 +153,19 @@ class Host:
             self.queue_pumps[info.name] = pump
             pump.start()
 
-    def _receiver_for(self, info: FunctionInfo, spec: app_index.ServiceBusSpec) -> MessageReceiver | None:
-        if self.options.broker is not None:
-            return self.options.broker.receiver(spec.entity)
+    def _receiver_for(self, info: FunctionInfo, spec: app_index.ServiceBusSpec,
+                      config: HostConfig) -> MessageReceiver | None:
         conn = resolve_connection(spec.connection, self.settings, connection_strings=self._connection_strings)
         if not conn:
             log.warning("Service Bus function %s skipped: %s is not set", info.name, spec.connection)
             return None
-        return AzureServiceBusReceiver(conn, spec.entity)
+        return AzureServiceBusReceiver(conn, spec.entity, config.service_bus)
 
     def _start_service_bus(self, index: AppIndex, config: HostConfig) -> None:
         for info in index.by_kind(TriggerKind.SERVICE_BUS):
             spec = info.spec
-            receiver = self._receiver_for(info, spec) if isinstance(spec, app_index.ServiceBusSpec) else None
+            is_sb = isinstance(spec, app_index.ServiceBusSpec)
+            receiver = self._receiver_for(info, spec, config) if is_sb else None
             if receiver is None:
                 continue
             pump = ServiceBusPump(
@@ -252,10 +251,15 @@ class Host:
                 self._send_queue(str(attrs.get("connection", "")), str(attrs["queueName"]), item)
         elif binding.type == "table":
             self._upsert_table(str(attrs.get("connection", "")), str(attrs["tableName"]), value)
-        elif binding.type == "serviceBus" and self.options.broker is not None:
-            entity = attrs.get("queueName") or attrs.get("topicName")
-            for item in items:
-                self.options.broker.send(str(entity), item if isinstance(item, bytes) else str(item))
+        elif binding.type == "serviceBus":
+            conn = resolve_connection(str(attrs.get("connection", "")), self.settings,
+                                      connection_strings=self._connection_strings)
+            if conn is None:
+                raise app_index.AppIndexError(
+                    f"Service Bus connection {attrs.get('connection')!r} is not configured",
+                    code="MissingConnection")
+            topic = attrs.get("topicName")
+            send_output(conn, str(topic or attrs.get("queueName")), items, topic=bool(topic))
         else:
             log.warning(
                 "output binding %s of type %s is not supported by devhost; value dropped",

@@ -1,10 +1,12 @@
 """Structured log properties an operator can query: eventId, correlationId, target, step, outcome.
 
-Use at a log call site::
+Use at a log call site (``log_fields`` does both lines in one call)::
 
-    log.info("step done %s", describe(props), extra=log_extra(props))
     props = fields(event_id="evt-1", correlation_id=None, target="dev-1", step="HubIdentityDisabled",
                    outcome="done")
+    log.info("step done %s", describe(props), extra=log_extra(props))
+    log_fields(log, logging.INFO, "step", event_id="evt-1", target="dev-1", step="HubIdentityDisabled",
+               outcome="done")
 
 ``log_extra`` puts each property on the ``LogRecord`` under its camelCase name (what an OpenTelemetry log
 exporter such as azure-monitor-opentelemetry turns into ``customDimensions``) and, for the OpenCensus-style
@@ -18,6 +20,7 @@ reads a secret, and callers pass identifiers only (never a connection string or 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 
 # The order in which ``describe`` renders the properties and the names Application Insights shows.
@@ -62,3 +65,24 @@ def describe(props: Mapping[str, str]) -> str:
     """``eventId=evt-1 target=dev-1 ...`` in a fixed order (the five keys first), for the message text."""
     order = [key for key in KEYS if key in props] + sorted(key for key in props if key not in KEYS)
     return " ".join(f"{key}={props[key]}" for key in order)
+
+
+def log_fields(
+    logger: logging.Logger,
+    level: int,
+    text: str,
+    *,
+    event_id: str | None = None,
+    correlation_id: str | None = None,
+    target: str | None = None,
+    step: str | None = None,
+    outcome: str | None = None,
+    **more: object,
+) -> dict[str, str]:
+    """Log ``text`` followed by ``describe(props)``, with the properties as ``extra`` (``log_extra``);
+    returns the properties. The one call the engine, the service layer and the triggers use."""
+    props = fields(event_id=event_id, correlation_id=correlation_id, target=target, step=step,
+                   outcome=outcome, **more)
+    if logger.isEnabledFor(level):
+        logger.log(level, "%s %s", text, describe(props), extra=log_extra(props), stacklevel=2)
+    return props

@@ -23,6 +23,7 @@ from shared.errors import FieldError, Rejected
 from shared.events import LifecycleEvent, claimed_event_id, parse_event_body
 from shared.ids import event_id_problem
 from shared.lifecycle import EventStatus, is_finished
+from shared.logfields import log_fields
 from shared.ports import EventRecord
 from unprovision.engine.identity import conflict_reason, fingerprint, same_event
 from unprovision.group import scaleout
@@ -55,9 +56,20 @@ def reject(body: str | bytes, exc: Rejected, services: Services) -> HandledOutco
     disposition = classify(exc)
     event_id = claimed_event_id(body)
     rejection_id = services.journal.record_rejection(_text(body), list(disposition.details), event_id)
-    log.warning("rejected message %s (eventId %s): %s", rejection_id, event_id, exc)
+    log_fields(log, logging.WARNING, f"message rejected (rejection {rejection_id}): {exc}", event_id=event_id,
+               step="validate", outcome=EventStatus.REJECTED.value, error=type(exc).__name__)
     return HandledOutcome(event_id or "", EventStatus.REJECTED, error=str(exc), code=disposition.code,
                           http=disposition.http_status, errors=disposition.details, rejection_id=rejection_id)
+
+
+def log_outcome(logger: logging.Logger, text: str, outcome: Outcome, **more: Any) -> None:
+    """A trigger's outcome line with the structured properties (shared/logfields.py; docs/operations.md):
+    ``step=event``, ``outcome`` the status answered, ``target`` from the plan when there is one."""
+    bad = str(outcome.status) in (EventStatus.FAILED, EventStatus.REJECTED, EventStatus.REFUSED, "conflict",
+                                  "forbidden")
+    log_fields(logger, logging.WARNING if bad else logging.INFO, text, event_id=outcome.event_id or None,
+               target=outcome.plan.target if outcome.plan is not None else None, step="event",
+               outcome=str(outcome.status), **more)
 
 
 def handle_event_body(body: str | bytes, services: Services, *, dry_run: bool = False,
@@ -77,9 +89,14 @@ def handle_event(event: LifecycleEvent, services: Services, *, dry_run: bool = F
         return services.engine.apply(event, dry_run=dry_run, force_allowed=force_allowed, progress=progress)
     except Exception as exc:
         disposition = classify(exc)
+        props = {"event_id": event.event_id, "correlation_id": event.correlation_id or event.event_id,
+                 "target": event.target, "step": "apply", "error": type(exc).__name__}
         if disposition.retry:
-            log.warning("event %s will be retried: %s", event.event_id, type(exc).__name__)
+            log_fields(log, logging.WARNING, "event will be retried", **props,
+                       outcome="throttled" if disposition.code == "throttled" else "transient")
             raise
+        log_fields(log, logging.WARNING, f"event not applied ({disposition.code})", **props,
+                   outcome=str(disposition.status))
         outcome = HandledOutcome(event.event_id, EventStatus(disposition.status),
                                  error=f"{disposition.code}: {exc}", code=disposition.code,
                                  http=disposition.http_status)

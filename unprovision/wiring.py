@@ -7,12 +7,13 @@ replaces it (tests that wire the app to an emulator and Azurite themselves).
 
 Storage: the journal and the audit tables live in ``Settings.journal`` (``JOURNAL_CONNECTION``, falling
 back to ``AzureWebJobsStorage``). Queues (work queue, poison queue) live in the host's storage,
-``AzureWebJobsStorage``, resolved like a binding's connection; when that is not set (CLI with
-``--emulator``), the journal's account is used. ``JOURNAL_TABLE_PREFIX`` prefixes the table names so
-several apps or test runs can share one account. Nothing here logs a key, SAS token or connection string.
+``AzureWebJobsStorage``, resolved like a binding's connection, in either form (``storage_account``); when
+that is not set (CLI with ``--emulator``), the journal's account is used. ``JOURNAL_TABLE_PREFIX``
+prefixes the table names so several apps or test runs can share one account. Nothing here logs a key,
+SAS token or connection string.
 
 Registry budget: ``rate_limiter`` is a ``TableRateLimiter`` (table ``<prefix>throttle`` in the journal's
-account) when the journal is a connection string, so one per-hub budget holds across Function instances;
+account, connection string or identity-based), so one per-hub budget holds across Function instances;
 budgets come from ``IOTHUB_REGISTRY_OPS_PER_MINUTE`` (default S1 x 1 unit). Import jobs for large groups
 (in-process group work): enabled when the storage connection string names an account key (``import_jobs``);
 parsing that string and creating the working containers are adapter work (``shared.adapters.hub_jobs``:
@@ -117,6 +118,14 @@ def storage_connection_string(settings: Settings, environ: Mapping[str, str] | N
     return journal.connection_string if journal is not None else None
 
 
+def storage_account(settings: Settings, environ: Mapping[str, str] | None = None) -> Connection | None:
+    """The host storage (``AzureWebJobsStorage``) in either form (a connection string, or identity-based
+    ``AzureWebJobsStorage__accountName`` / ``__queueServiceUri``; shared.adapters.storage_connection);
+    else the journal's account. The work, audit and poison queues live here."""
+    host = resolve_connection(os.environ if environ is None else environ, HOST_STORAGE)
+    return host if host is not None else settings.journal
+
+
 def _audit_stores(connection: Connection, prefix: str) -> tuple[AuditReportStore, SuppressionStore]:
     if connection.connection_string is not None:
         conn = connection.connection_string
@@ -143,16 +152,16 @@ def _notifier(settings: Settings, sender: OutcomeSender | None) -> Notifier | No
 
 
 def rate_limiter(settings: Settings, prefix: str) -> RateLimiter:
-    """The per-hub identity-registry budget. A connection-string journal gets a token bucket in its account
-    (``<prefix>throttle``), shared by every Function instance. An identity-based journal keeps the
-    ``InMemoryRateLimiter``: the budget then holds per process only (N instances may spend N budgets)."""
+    """The per-hub identity-registry budget: a token bucket in the journal's account (``<prefix>throttle``),
+    shared by every Function instance, whether the journal is a connection string or identity-based. Only
+    without a journal does it fall back to the ``InMemoryRateLimiter`` (the budget then holds per process)."""
     budgets = settings.registry_budgets
     per_hub = {hub: HubBudget(rate, rate) for hub, rate in budgets.hubs.items()}
     default = HubBudget(budgets.default, budgets.default)
     journal = settings.journal
-    if journal is not None and journal.connection_string is not None:
-        return TableRateLimiter.from_connection_string(journal.connection_string, prefix=prefix,
-                                                       budgets=per_hub, default=default)
+    if journal is not None:
+        return TableRateLimiter.from_connection_string(journal, prefix=prefix, budgets=per_hub,
+                                                       default=default)
     return InMemoryRateLimiter(per_hub, default=default)
 
 
@@ -203,14 +212,14 @@ def build_services(settings: Settings, *, table_prefix: str | None = None,
     registries = HubRegistries(dict(settings.iothub_connections), ca_bundle=ca)
     journal = TableJournal.from_connection(settings.journal, prefix=prefix)
     reports, suppressions = _audit_stores(settings.journal, prefix)
-    storage = storage_connection_string(settings, env)
+    storage = storage_account(settings, env)  # either form; import jobs below need an account key
     work_queue = StorageQueueSender(storage, settings.work_queue) if storage else None
-    poison = tuple(StoragePoisonQueue.from_connection_string(storage, poison_queue_name(queue))
+    poison = tuple(StoragePoisonQueue.from_connection(storage, poison_queue_name(queue))
                    for queue in (settings.lifecycle_queue, settings.work_queue)) if storage else ()
     limiter = rate_limiter(settings, prefix)
     notifier = _notifier(settings, outcome_sender)
     policy = load_policy(settings.policy_override)
-    jobs = import_jobs(settings, storage, prefix)
+    jobs = import_jobs(settings, storage_connection_string(settings, env), prefix)
     cache = GroupCache()
     engine = Engine(
         dps=dps, registries=registries, journal=journal, policy=policy, notifier=notifier,

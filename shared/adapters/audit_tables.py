@@ -19,13 +19,15 @@ import contextlib
 import json
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar, Self
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError
 from azure.data.tables import TableServiceClient, UpdateMode
 
+from shared.adapters import storage_connection
 from shared.adapters.journal_format import encode_key, newest_first_key
+from shared.adapters.settings import Connection
 from shared.adapters.storage_errors import guarded, stream_pages, with_retry
 from shared.errors import Conflict, NotFound, PreconditionFailed
 from shared.ports import AuditLeaseRecord, SuppressionRecord
@@ -36,8 +38,9 @@ REPORT_PARTITION = "report"
 _CLIENT_OPTIONS: dict[str, Any] = {"retry_total": 0, "connection_timeout": 5, "read_timeout": 20}
 
 
-def _service(connection_string: str) -> TableServiceClient:
-    return TableServiceClient.from_connection_string(connection_string, **_CLIENT_OPTIONS)
+def _service(connection: str | Connection, credential: Any = None) -> TableServiceClient:
+    """Either form of storage connection (``storage_connection``): a connection string or identity-based."""
+    return storage_connection.table_service(connection, credential=credential, **_CLIENT_OPTIONS)
 
 
 def _ensure(service: TableServiceClient, name: str) -> None:
@@ -64,20 +67,32 @@ def _started(report: Mapping[str, Any]) -> datetime:
         return datetime.now(UTC)
 
 
-class TableAuditReportStore:
-    """``AuditReportStore`` on one table."""
+class _AuditTable:
+    """One audit table, ``<prefix><TABLE>``: the client, and creation on ``from_connection_string``."""
 
-    def __init__(self, service: TableServiceClient, *, prefix: str = "", page_size: int = 20) -> None:
+    TABLE: ClassVar[str]
+
+    def __init__(self, service: TableServiceClient, *, prefix: str = "") -> None:
         self._service = service
-        self._name = f"{prefix}auditreports"
+        self._name = f"{prefix}{self.TABLE}"
         self._table = service.get_table_client(self._name)
-        self._page_size = page_size
 
     @classmethod
-    def from_connection_string(cls, connection_string: str, *, prefix: str = "") -> TableAuditReportStore:
-        store = cls(_service(connection_string), prefix=prefix)
+    def from_connection_string(cls, connection_string: str | Connection, *, prefix: str = "",
+                               credential: Any = None) -> Self:
+        store = cls(_service(connection_string, credential), prefix=prefix)
         _ensure(store._service, store._name)
         return store
+
+
+class TableAuditReportStore(_AuditTable):
+    """``AuditReportStore`` on one table."""
+
+    TABLE = "auditreports"
+
+    def __init__(self, service: TableServiceClient, *, prefix: str = "", page_size: int = 20) -> None:
+        super().__init__(service, prefix=prefix)
+        self._page_size = page_size
 
     def save(self, report: Mapping[str, Any]) -> None:
         report_id = str(report["reportId"])
@@ -118,19 +133,10 @@ def _document(row: Mapping[str, Any]) -> Mapping[str, Any]:
     return doc
 
 
-class TableSuppressionStore:
+class TableSuppressionStore(_AuditTable):
     """``SuppressionStore`` on one table."""
 
-    def __init__(self, service: TableServiceClient, *, prefix: str = "") -> None:
-        self._service = service
-        self._name = f"{prefix}auditsuppressions"
-        self._table = service.get_table_client(self._name)
-
-    @classmethod
-    def from_connection_string(cls, connection_string: str, *, prefix: str = "") -> TableSuppressionStore:
-        store = cls(_service(connection_string), prefix=prefix)
-        _ensure(store._service, store._name)
-        return store
+    TABLE = "auditsuppressions"
 
     @staticmethod
     def _keys(check: str, resource: str) -> tuple[str, str]:
@@ -165,19 +171,10 @@ LEASE_KEYS = ("lease", "audit")
 LEASE_ATTEMPTS = 5
 
 
-class TableAuditLease:
+class TableAuditLease(_AuditTable):
     """``AuditLease`` on one entity of ``<prefix>auditlease``."""
 
-    def __init__(self, service: TableServiceClient, *, prefix: str = "") -> None:
-        self._service = service
-        self._name = f"{prefix}auditlease"
-        self._table = service.get_table_client(self._name)
-
-    @classmethod
-    def from_connection_string(cls, connection_string: str, *, prefix: str = "") -> TableAuditLease:
-        lease = cls(_service(connection_string), prefix=prefix)
-        _ensure(lease._service, lease._name)
-        return lease
+    TABLE = "auditlease"
 
     def _read(self) -> Mapping[str, Any] | None:
         try:

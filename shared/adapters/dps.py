@@ -21,7 +21,6 @@ from provisioningserviceclient import ProvisioningServiceClient, QuerySpecificat
 
 from shared.adapters import dps_models as m
 from shared.adapters.read_cache import ReadCache
-from shared.adapters.retry import Retrier
 from shared.adapters.sdk_errors import deleted, guarded
 from shared.errors import Conflict, NotFound, PreconditionFailed
 from shared.model import (
@@ -32,6 +31,7 @@ from shared.model import (
 )
 from shared.plan import StepOutcome
 from shared.ports import Change
+from shared.retry import Retrier
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)

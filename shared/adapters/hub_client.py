@@ -13,9 +13,9 @@ from typing import Any, TypeVar
 from azure.iot.hub import IoTHubRegistryManager
 from azure.iot.hub.models import QuerySpecification
 
-from shared.adapters.retry import Retrier
 from shared.adapters.sdk_errors import guarded
 from shared.errors import NotFound
+from shared.retry import Retrier
 
 T = TypeVar("T")
 

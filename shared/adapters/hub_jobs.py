@@ -42,9 +42,9 @@ from azure.iot.hub import IoTHubJobManager
 from azure.iot.hub.protocol.models import JobProperties
 
 from shared.adapters.iothub import host_name_of
-from shared.adapters.retry import Retrier
 from shared.adapters.sdk_errors import guarded
 from shared.errors import NotFound, Permanent, Transient
+from shared.retry import Retrier
 
 BLOCK_BYTES = 4 * 1024 * 1024
 SAS_VERSION = "2021-08-06"

@@ -25,12 +25,12 @@ from azure.iot.hub import IoTHubRegistryManager
 from shared.adapters import hub_bulk
 from shared.adapters.hub_client import HubClient
 from shared.adapters.read_cache import ReadCache
-from shared.adapters.retry import Retrier
 from shared.adapters.sdk_errors import deleted
 from shared.errors import HubNotConfigured, NotFound, PreconditionFailed
 from shared.model import HubDevice, HubDeviceStatus
 from shared.plan import StepOutcome
 from shared.ports import BulkResult, Change
+from shared.retry import Retrier
 
 log = logging.getLogger(__name__)
 

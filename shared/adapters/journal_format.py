@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from shared.errors import FieldError, Rejected
+from shared.events import utf16_units
 from shared.ports import RejectionRecord, StepRecord
 
 Clock = Callable[[], datetime]
@@ -70,11 +71,6 @@ def canonical_plan(plan: Mapping[str, Any]) -> dict[str, Any]:
     """The plan as the journal stores it: JSON, so both implementations return the same shapes."""
     result: dict[str, Any] = json.loads(json.dumps(dict(plan), sort_keys=True, default=str))
     return result
-
-
-def utf16_units(text: str) -> int:
-    """Length as Table storage measures a string: UTF-16 code units."""
-    return len(text) + sum(1 for c in text if ord(c) > 0xFFFF)
 
 
 def cut_units(text: str, limit: int) -> str:

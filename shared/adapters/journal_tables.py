@@ -39,6 +39,7 @@ from typing import Any
 from azure.core import MatchConditions
 from azure.data.tables import TableServiceClient, UpdateMode
 
+from shared.adapters import storage_connection
 from shared.adapters.journal_entities import (
     batch_entity,
     emission_entity,
@@ -65,7 +66,7 @@ from shared.adapters.journal_format import (
     utc_now,
     validate_event_id,
 )
-from shared.adapters.settings import Connection, SettingsError
+from shared.adapters.settings import Connection
 from shared.adapters.storage_errors import stream_pages, with_retry
 from shared.errors import Conflict, NotFound, PreconditionFailed
 from shared.lifecycle import EmissionState, EventStatus, batch_may_become, check_transition, effective_attempt
@@ -132,12 +133,13 @@ class TableJournal:
         return cls(service, prefix=prefix, clock=clock, page_size=page_size)._ready(create_tables)
 
     @classmethod
-    def from_connection(cls, connection: Connection, **options: Any) -> TableJournal:
-        """From a resolved ``Settings.journal``: a connection string, or identity-based access."""
-        if connection.connection_string is not None:
-            return cls.from_connection_string(connection.connection_string, **options)
-        uri = _table_service_uri(connection)
-        return cls.from_account_url(uri, connection.credential(), **options)
+    def from_connection(cls, connection: Connection, *, credential: Any = None, prefix: str = "",
+                        clock: Clock = utc_now, create_tables: bool = True,
+                        page_size: int = PAGE_SIZE) -> TableJournal:
+        """From a resolved ``Settings.journal``: a connection string, or identity-based access
+        (``storage_connection.table_service``; ``credential`` overrides the connection's own, for tests)."""
+        service = storage_connection.table_service(connection, credential=credential, **_CLIENT_OPTIONS)
+        return cls(service, prefix=prefix, clock=clock, page_size=page_size)._ready(create_tables)
 
     def _ready(self, create_tables: bool) -> TableJournal:
         if create_tables:
@@ -438,15 +440,9 @@ def _start(header: Mapping[str, Any]) -> dict[str, Any] | None:
     return {"Status": str(check_transition(str(header["Status"]), EventStatus.IN_PROGRESS))}
 
 
-def _table_service_uri(connection: Connection) -> str:
-    uri = connection.service_uri("table")
-    if uri is None:
-        raise SettingsError(connection.name, "identity-based, but no __tableServiceUri or __accountName")
-    return uri
+def table_service(connection: Connection, *, credential: Any = None) -> TableServiceClient:
+    """A table service client for a connection of either form (``storage_connection.table_service``)."""
+    return storage_connection.table_service(connection, credential=credential, **_CLIENT_OPTIONS)
 
 
-def identity_table_service(connection: Connection) -> TableServiceClient:
-    """A table service client for an identity-based connection (``X__tableServiceUri`` + azure-identity)."""
-    return TableServiceClient(
-        endpoint=_table_service_uri(connection), credential=connection.credential(), **_CLIENT_OPTIONS
-    )
+identity_table_service = table_service  # the older name (identity-based only); both forms work now

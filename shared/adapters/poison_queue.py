@@ -10,10 +10,13 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Sequence
+from typing import Any
 
 from azure.storage.queue import QueueClient
 
+from shared.adapters import storage_connection
 from shared.adapters.queues import QUEUE_API_VERSION
+from shared.adapters.settings import Connection
 from shared.adapters.storage_errors import with_retry
 from shared.errors import NotFound
 from shared.ports import PoisonMessage
@@ -43,12 +46,18 @@ class StoragePoisonQueue:
         self._client = client
 
     @classmethod
-    def from_connection_string(cls, connection_string: str, queue_name: str) -> StoragePoisonQueue:
-        """``queue_name`` is the poison queue itself (see ``poison_queue_name``)."""
-        client = QueueClient.from_connection_string(  # SDK retries off: with_retry retries
-            connection_string, queue_name, api_version=QUEUE_API_VERSION, retry_total=0
+    def from_connection(cls, connection: str | Connection, queue_name: str, *,
+                        credential: Any = None) -> StoragePoisonQueue:
+        """``queue_name`` is the poison queue itself (see ``poison_queue_name``); ``connection`` is a
+        connection string or a resolved ``Connection`` of either form (``storage_connection``)."""
+        client = storage_connection.queue_client(  # SDK retries off: with_retry retries
+            connection, queue_name, credential=credential, api_version=QUEUE_API_VERSION, retry_total=0
         )
         return cls(client)
+
+    @classmethod
+    def from_connection_string(cls, connection_string: str, queue_name: str) -> StoragePoisonQueue:
+        return cls.from_connection(connection_string, queue_name)
 
     @property
     def name(self) -> str:

@@ -1,5 +1,7 @@
 """Storage-queue adapters: the lifecycle queue (``send`` CLI, tests) and the group work queue.
 
+Built from a connection string or an identity-based connection (``AzureWebJobsStorage__accountName`` /
+``__queueServiceUri`` + azure-identity; ``storage_connection``, docs/azure-behaviour.md §F10.7).
 Messages are base64-encoded, the form the Functions host's queue trigger expects by default
 (``extensions.queues.messageEncoding = base64``). Failures leave as ``shared.errors`` after the storage
 retries (``storage_errors.with_retry``), like every other storage call.
@@ -15,6 +17,8 @@ from typing import Any
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
+from shared.adapters import storage_connection
+from shared.adapters.settings import Connection
 from shared.adapters.storage_errors import with_retry
 
 # azure-storage-queue 12.18 sends a service version newer than Azurite 3.35 accepts; this one works on both
@@ -22,12 +26,14 @@ from shared.adapters.storage_errors import with_retry
 QUEUE_API_VERSION = "2025-11-05"
 
 
-def queue_client(connection_string: str, queue_name: str) -> QueueClient:
+def queue_client(connection: str | Connection, queue_name: str, *, credential: Any = None) -> QueueClient:
     """A queue client that encodes and decodes message bodies as base64 text, like the host; the SDK's
-    own retries are off (``storage_errors.with_retry`` retries)."""
-    return QueueClient.from_connection_string(
-        connection_string,
+    own retries are off (``storage_errors.with_retry`` retries). ``connection``: a connection string or a
+    resolved ``Connection`` of either form; ``credential`` overrides an identity-based one's (tests)."""
+    return storage_connection.queue_client(
+        connection,
         queue_name,
+        credential=credential,
         api_version=QUEUE_API_VERSION,
         retry_total=0,
         message_encode_policy=TextBase64EncodePolicy(),
@@ -43,8 +49,8 @@ def ensure_queue(client: QueueClient) -> None:
 class StorageQueueSender:
     """Sends JSON messages to one Storage queue, creating it on first use."""
 
-    def __init__(self, connection_string: str, queue_name: str) -> None:
-        self._client = queue_client(connection_string, queue_name)
+    def __init__(self, connection: str | Connection, queue_name: str, *, credential: Any = None) -> None:
+        self._client = queue_client(connection, queue_name, credential=credential)
         self._created = False
         self.queue_name = queue_name
 

@@ -32,8 +32,10 @@ from functools import partial
 from typing import Any, Protocol
 
 from azure.core import MatchConditions
-from azure.data.tables import TableClient, TableServiceClient, UpdateMode
+from azure.data.tables import TableClient, UpdateMode
 
+from shared.adapters import storage_connection
+from shared.adapters.settings import Connection
 from shared.adapters.storage_errors import with_retry
 from shared.errors import Conflict, NotFound, PreconditionFailed
 
@@ -94,9 +96,13 @@ class TableRateLimiter:
 
     @classmethod
     def from_connection_string(
-        cls, connection_string: str, *, prefix: str = "", create_table: bool = True, **options: Any
+        cls, connection_string: str | Connection, *, prefix: str = "", create_table: bool = True,
+        credential: Any = None, **options: Any
     ) -> TableRateLimiter:
-        service = TableServiceClient.from_connection_string(connection_string, **_CLIENT_OPTIONS)
+        """``connection_string``: a connection string or a resolved ``Connection`` of either form, so the
+        shared budget works with identity-based storage too (``storage_connection``)."""
+        service = storage_connection.table_service(connection_string, credential=credential,
+                                                   **_CLIENT_OPTIONS)
         table = service.get_table_client(f"{prefix}throttle")
         if create_table:
             with_retry(partial(service.create_table_if_not_exists, table.table_name), "create throttle table")

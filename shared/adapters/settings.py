@@ -8,10 +8,11 @@ resolve like a Functions binding's ``connection`` (docs/azure-behaviour.md §F6,
 ``AzureWebJobs<name>`` then ``<name>``, each time ``ConnectionStrings:<name>`` first; a value is a
 connection string; no value but ``<name>__*`` keys is an identity-based connection (e.g.
 ``<name>__tableServiceUri``, ``<name>__fullyQualifiedNamespace``, ``<name>__credential``,
-``<name>__clientId``). Our addition (not host behaviour): a value without ``=`` names another
-connection setting, e.g. ``JOURNAL_CONNECTION=MyStorage``. ``JOURNAL_CONNECTION`` falls back to
-``AzureWebJobsStorage``. ``UseDevelopmentStorage=true`` is expanded to the explicit Azurite form on the
-default ports (10000-10002), because ``azure-data-tables`` does not understand the shorthand.
+``<name>__clientId``; storage clients are built from either form in ``storage_connection.py``).
+Our addition (not host behaviour): a value without ``=`` names another connection setting, e.g.
+``JOURNAL_CONNECTION=MyStorage``. ``JOURNAL_CONNECTION`` falls back to ``AzureWebJobsStorage``.
+``UseDevelopmentStorage=true`` is expanded to the explicit Azurite form on the default ports
+(10000-10002), because ``azure-data-tables`` does not understand the shorthand.
 """
 
 from __future__ import annotations
@@ -84,21 +85,21 @@ class Connection:
     def identity_based(self) -> bool:
         return self.connection_string is None
 
+    def property(self, key: str) -> str:
+        """``<name>__<key>`` of an identity-based connection, matched without regard to case (the host's
+        configuration is case-insensitive); "" when absent."""
+        for name, value in self.properties.items():
+            if name.lower() == key.lower():
+                return value.strip()
+        return ""
+
     def service_uri(self, service: str) -> str | None:
-        """``table``/``queue``/``blob`` endpoint of an identity-based storage connection."""
-        uri = self.properties.get(f"{service}ServiceUri")
-        account = self.properties.get("accountName")
-        return uri or (f"https://{account}.{service}.core.windows.net" if account else None)
-
-    def credential(self) -> Any:
-        """The azure-identity credential an identity-based connection asks for (``__credential``,
-        ``__clientId``); ``DefaultAzureCredential`` otherwise. Needs network: never used offline."""
-        from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
-
-        client_id = self.properties.get("clientId")
-        if self.properties.get("credential", "").lower() == "managedidentity":
-            return ManagedIdentityCredential(client_id=client_id)
-        return DefaultAzureCredential(managed_identity_client_id=client_id)
+        """``table``/``queue``/``blob`` endpoint of an identity-based storage connection: ``__<service>
+        ServiceUri``, else derived from ``__accountName`` (public cloud); None without either. Clients and
+        the azure-identity credential are built in shared.adapters.storage_connection."""
+        account = self.property("accountName")
+        return self.property(f"{service}ServiceUri") or (
+            f"https://{account}.{service}.core.windows.net" if account else None)
 
     def __repr__(self) -> str:
         shown = {k: ("<hidden>" if any(w in k.lower() for w in _SECRET_WORDS) else v)

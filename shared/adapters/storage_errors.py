@@ -24,8 +24,8 @@ from azure.core.exceptions import (
 )
 
 from shared.adapters.http_status import error_for_status
-from shared.adapters.retry import Retrier, RetryPolicy
 from shared.errors import AuthFailed, Transient, UnprovisionError
+from shared.retry import Retrier, RetryPolicy
 
 T = TypeVar("T")
 

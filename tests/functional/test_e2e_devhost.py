@@ -20,9 +20,9 @@ import requests
 from devhost.host import Host, HostOptions
 from shared.adapters.poison_queue import StoragePoisonQueue
 from shared.adapters.queues import StorageQueueSender
-from shared.adapters.retry import retries_off
 from shared.adapters.settings import emulator_values
 from shared.ports import EventRecord
+from shared.retry import retries_off
 from tests.functional.fleet import Fleet, payload
 from tests.support.azurite_fixtures import unique_prefix
 from unprovision import wiring

@@ -24,10 +24,10 @@ from emulator import sas
 from shared.adapters import hub_jobs
 from shared.adapters.dps import DpsProvisioningService
 from shared.adapters.iothub import HubRegistries
-from shared.adapters.retry import Retrier, RetryPolicy
 from shared.events import LifecycleEvent, parse_event
 from shared.policy import DEFAULT_POLICY
 from shared.ports import Journal
+from shared.retry import Retrier, RetryPolicy
 from tests.conformance.certs_helper import chain_header, device_sas, register_device
 from tests.support.certs import IssuedCert, make_ca, make_leaf
 from unprovision.engine.core import Engine

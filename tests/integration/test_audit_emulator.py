@@ -19,11 +19,11 @@ from shared.adapters.audit_memory import (
     InMemorySuppressionStore,
 )
 from shared.adapters.journal_memory import InMemoryJournal
-from shared.adapters.retry import Retrier, RetryPolicy
 from shared.audit_report import AuditReport
 from shared.events import parse_event
 from shared.model import ProvisioningStatus
 from shared.policy import DEFAULT_POLICY
+from shared.retry import Retrier, RetryPolicy
 from unprovision.audit.run import AuditPorts, run_audit
 from unprovision.audit.settings import AuditSettings
 from unprovision.engine.core import Engine

@@ -17,10 +17,10 @@ from provisioningserviceclient.models import EnrollmentGroup as SdkGroup
 
 from shared.adapters.dps import DpsProvisioningService
 from shared.adapters.read_cache import ReadCache
-from shared.adapters.retry import Retrier, RetryPolicy
 from shared.errors import AuthFailed, Conflict, NotFound
 from shared.model import BLOCKING_MARKER_TAG, AttestationType, ProvisioningStatus
 from shared.plan import StepOutcome
+from shared.retry import Retrier, RetryPolicy
 from tests.support.certs import make_ca, make_leaf, make_self_signed_leaf
 from tests.support.doubles import Sleeps, clear_faults, set_faults
 

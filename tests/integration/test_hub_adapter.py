@@ -17,10 +17,10 @@ from azure.iot.hub import IoTHubRegistryManager
 from azure.iot.hub.models import AuthenticationMechanism, ExportImportDevice
 
 from shared.adapters.iothub import HubDeviceRegistry, HubRegistries
-from shared.adapters.retry import Retrier, RetryPolicy
 from shared.errors import AuthFailed, HubNotConfigured, NotFound
 from shared.model import HubDeviceStatus
 from shared.plan import StepOutcome
+from shared.retry import Retrier, RetryPolicy
 from tests.support.doubles import Sleeps, clear_faults, set_faults
 
 pytest.importorskip("emulator.testing", reason="the emulator's test fixtures are not there yet")

@@ -5,10 +5,11 @@ Start command: ``python -c <bootstrap> --app-root . --settings <file> --port N -
 ``devhost.queue_pump.RUNNING_INVISIBILITY_S`` from 600 s to ``invisibility_s``. Why: a killed host leaves
 the messages it had fetched invisible for the whole fetch invisibility (like the real host, whose lease only
 expires); ten minutes per kill would not fit a CI budget. The engine's per-target lease
-(``unprovision.engine.lease.DEFAULT_TTL``, 300 s) is compressed with it to ``lease_ttl_s``, keeping the
-production order "a dead holder's target lease expires before its message is visible again": otherwise the
-redelivered event would wait out a dead holder's lease for its whole redelivery budget (5 deliveries of 15 s
-wait + 5 s visibilityTimeout, under 300 s) and be poisoned before it was ever journaled. Everything else is
+(``unprovision.engine.lease.DEFAULT_TTL``, 60 s, renewed while held) is compressed with it to
+``lease_ttl_s``, keeping the production order "a dead holder's target lease expires before its message is
+visible again": otherwise a redelivered event would spend much of its redelivery budget (5 deliveries of
+15 s wait + 5 s visibilityTimeout) waiting out a dead holder's lease, and could be poisoned before it was
+ever journaled. Everything else is
 ``python -m devhost`` unchanged. stdout and stderr of every run are appended to one log file that the
 security tests scan.
 """
@@ -53,7 +54,7 @@ class HostProcess:
     state_dir: Path
     log_path: Path
     invisibility_s: int = 15
-    lease_ttl_s: float = 10.0  # < invisibility_s, as 300 s < 600 s in production
+    lease_ttl_s: float = 10.0  # < invisibility_s, as 60 s < 600 s in production
     port: int = field(default_factory=free_port)
     starts: int = 0
     _proc: subprocess.Popen[bytes] | None = None

@@ -21,7 +21,8 @@ import pytest
 import yaml
 
 import shared.adapters.settings as settings_module
-from shared.adapters.settings import Settings
+from shared.adapters.settings import HOST_STORAGE, JOURNAL_CONNECTION, Settings
+from shared.adapters.storage_connection import require_storage_connection, service_endpoint, token_credential
 
 pycep = pytest.importorskip("pycep", reason="pycep-parser is in requirements-dev.txt")
 
@@ -51,6 +52,15 @@ ROLES = {
     "4f6d3b9b-027b-4f4c-9142-0e5a2a2247e0": "Azure Service Bus Data Receiver",
     "69a216fc-b8fb-44d8-bc22-1f3c2cd27a39": "Azure Service Bus Data Sender",
 }
+# The ``<NAME>__<property>`` keys the app reads from an identity-based connection (docs/azure-behaviour.md
+# §F10.7): storage in shared/adapters/storage_connection.py, Service Bus in the notifier and the trigger.
+IDENTITY_PROPERTIES = {"accountName", "queueServiceUri", "tableServiceUri", "blobServiceUri", "credential",
+                       "clientId", "fullyQualifiedNamespace"}
+# Which storage services each storage connection must reach: host storage carries the lifecycle, work, audit
+# and poison queues (and, for the host, blobs); the journal's account carries every table.
+STORAGE_SERVICES = {HOST_STORAGE: ("queue", "blob"), JOURNAL_CONNECTION: ("table",)}
+SAMPLE_ACCOUNT = "stexample"
+SAMPLE_CLIENT_ID = "00000000-0000-0000-0000-0000000000c1"
 SECRET_MARKERS = ("listkeys", "listaccountsas", "listservicesas", "connectionstring", "primarykey",
                   "secondarykey", "sharedaccesskey", "accountkey", "password", "@secure")
 
@@ -272,3 +282,52 @@ def test_offered_python_versions_are_inside_the_library_and_project_bounds(main_
     for version in offered:
         assert f"{version}.0" in library, f"azure-functions does not support Python {version}"
         assert f"{version}.0" in project, f"pyproject.toml excludes Python {version}"
+
+
+def _sample(value: Any, variables: dict[str, Any]) -> str:
+    """A deployed value for a template expression: the storage account's name and endpoints, the identity's
+    client ID, a variable's literal; enough to run the app's own resolution over the template's settings."""
+    if isinstance(value, str):
+        return value
+    text = json.dumps(value)
+    accessor = value.get("operator", {}).get("operands", {}) if isinstance(value, dict) else {}
+    if accessor.get("operand_1") == "identityConnection":
+        literal = variables["identityConnection"]["value"][accessor["operand_2"]]
+        return literal if isinstance(literal, str) else SAMPLE_CLIENT_ID
+    if accessor == {"operand_1": "storage", "operand_2": "name"}:
+        return SAMPLE_ACCOUNT
+    endpoint = re.search(r'"primaryEndpoints", "operand_2": "(\w+)"', text)
+    if accessor.get("operand_1") == "storage" and endpoint:
+        return f"https://{SAMPLE_ACCOUNT}.{endpoint.group(1)}.core.windows.net/"
+    raise AssertionError(f"no sample for template expression {text[:120]}")
+
+
+def test_identity_settings_are_exactly_what_the_storage_adapters_read(main_tree: dict[str, Any]) -> None:
+    """The template's identity-based settings, fed to the app's own resolution, give every storage client the
+    endpoints of the deployed account and the user-assigned identity; it sets no property the app ignores."""
+    from azure.identity import ManagedIdentityCredential
+
+    from unprovision.wiring import storage_account
+
+    declared = app_settings(main_tree)
+    identity = {name: value for name, value in declared.items() if "__" in name}
+    ignored = sorted(name for name in identity if name.split("__", 1)[1] not in IDENTITY_PROPERTIES)
+    assert not ignored, f"identity-based settings the app never reads: {ignored}"
+    assert HOST_STORAGE not in declared, "a plain AzureWebJobsStorage would win over the identity-based one"
+    variables = main_tree["variables"]
+    values = {name: _sample(value, variables) for name, value in identity.items()
+              if not name.startswith(("SERVICEBUS_", "OUTCOME_SERVICEBUS_"))}
+    for name, services in STORAGE_SERVICES.items():
+        connection = require_storage_connection(values, name)
+        assert connection.identity_based, name
+        for service in services:
+            assert service_endpoint(connection, service).rstrip("/") == \
+                f"https://{SAMPLE_ACCOUNT}.{service}.core.windows.net", (name, service)
+        credential = token_credential(connection)
+        assert isinstance(credential, ManagedIdentityCredential), name
+    settings = Settings.from_mapping(values)
+    host = storage_account(settings, values)
+    assert host is not None
+    assert host.name == HOST_STORAGE  # the queues live in the host's account, reached with the identity
+    assert settings.journal is not None
+    assert settings.journal.name == JOURNAL_CONNECTION

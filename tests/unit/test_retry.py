@@ -8,8 +8,8 @@ from collections.abc import Callable
 
 import pytest
 
-from shared.adapters.retry import Retrier, RetryPolicy, retries_enabled, retries_off
 from shared.errors import AuthFailed, NotFound, PreconditionFailed, Throttled, Transient
+from shared.retry import Retrier, RetryPolicy, retries_enabled, retries_off
 
 
 class FakeTime:
@@ -133,7 +133,7 @@ def test_retries_off_makes_one_attempt_and_is_restored() -> None:
 def test_each_retry_is_logged_with_the_operation_and_attempt(caplog: pytest.LogCaptureFixture) -> None:
     r, _ = retrier()
     fn, _ = flaky([Transient("HTTP 503")])
-    with caplog.at_level(logging.WARNING, logger="shared.adapters.retry"):
+    with caplog.at_level(logging.WARNING, logger="shared.retry"):
         r.call(fn, name="hub get device")
     messages = [rec.getMessage() for rec in caplog.records]
     assert any("hub get device" in m and "attempt 1" in m for m in messages)

@@ -21,7 +21,6 @@ from shared.errors import (
     Conflict,
     FieldError,
     NotFound,
-    Permanent,
     PreconditionFailed,
     Rejected,
     Throttled,
@@ -29,6 +28,7 @@ from shared.errors import (
     UnprovisionError,
 )
 from shared.plan import StepOutcome
+from tests.status_table import STATUS_TABLE
 
 SAS = (
     "SharedAccessSignature sr=localhost%3A8443&sig=AbCdEf%2Bghij%3D&se=1700000000&skn=iothubowner"
@@ -65,20 +65,6 @@ def dps_error(status: int, headers: dict[str, str] | None = None) -> Provisionin
     return ProvisioningServiceError(f"Service Error {status} - x", cause)
 
 
-STATUS_TABLE = [
-    (401, AuthFailed),
-    (403, AuthFailed),
-    (404, NotFound),
-    (409, Conflict),
-    (412, PreconditionFailed),
-    (429, Throttled),
-    (500, Transient),
-    (503, Transient),
-    (408, Transient),
-    (400, Permanent),
-    (501, Permanent),  # never heals: not worth a retry
-    (413, Permanent),
-]
 
 
 @pytest.mark.parametrize(("status", "expected"), STATUS_TABLE)

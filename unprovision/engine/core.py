@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 
 from shared.events import EventType, LifecycleEvent
 from shared.lifecycle import EventStatus, is_finished
+from shared.logfields import log_fields
 from shared.model import InventorySnapshot
 from shared.plan import Plan, plan_from_dict, plan_to_dict
 from shared.policy import Policy
@@ -99,7 +100,8 @@ class Engine:
             if not identity.same_event(record, event, print_):  # another body began this eventId meanwhile
                 return self._conflict(event, record, dry_run=False)
             plan = plan_from_dict(record.plan) if record.plan else plan
-        return Run(plan, self._context(event.event_id, progress)).execute()
+        context = self._context(event.event_id, progress, event.correlation_id or event.event_id)
+        return Run(plan, context).execute()
 
     def _decide(self, event: LifecycleEvent) -> Plan:
         snapshot = read_snapshot(event, self.dps, self.registries, self.journal, group_cache=self.group_cache)
@@ -110,9 +112,10 @@ class Engine:
             plan = replace(plan, warnings=(*plan.warnings, warning))
         return plan
 
-    def _context(self, event_id: str, progress: ProgressFn | None) -> Context:
+    def _context(self, event_id: str, progress: ProgressFn | None,
+                 correlation_id: str | None = None) -> Context:
         return Context(event_id, self.dps, self.registries, self.journal, self.notifier, self.group_cache,
-                       self.group_work, self.work_queue, progress)
+                       self.group_work, self.work_queue, progress, correlation_id)
 
     def _dry_run(self, event: LifecycleEvent) -> Outcome:
         plan = self._decide(event)
@@ -135,7 +138,9 @@ class Engine:
         self.journal.finish(record.event_id, EventStatus.IN_PROGRESS)
         for index in self._group_steps(record):
             count = scaleout.reopen_failed(self.journal, record.event_id, index)
-            log.info("event %s: %s failed batches of step %s sent again", record.event_id, count, index)
+            log_fields(log, logging.INFO, f"{count} failed batches sent again", event_id=record.event_id,
+                       correlation_id=record.correlation_id, target=record.target, step="reopen",
+                       outcome="resent")
 
     # -- refusals that do not claim the eventId --------------------------------------------------------------
 
@@ -154,5 +159,7 @@ class Engine:
         if not dry_run:
             body = event.model_dump_json(by_alias=True, exclude_none=True)
             self.journal.record_rejection(body, [{"field": field_name, "reason": reason}], event.event_id)
-        log.warning("event %s %s: %s", event.event_id, answer, reason)
+        log_fields(log, logging.WARNING, f"event not applied ({field_name}): {reason}",
+                   event_id=event.event_id, correlation_id=event.correlation_id or event.event_id,
+                   target=event.target, step="accept", outcome=answer.value, eventType=event.type.value)
         return Outcome(event.event_id, answer, error=f"{field_name}: {reason}")

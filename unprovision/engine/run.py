@@ -16,8 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import partial
 
-from shared.errors import HubNotConfigured, NotFound, Permanent, Transient, UnprovisionError
+from shared.errors import HubNotConfigured, NotFound, Permanent, Throttled, Transient, UnprovisionError
 from shared.lifecycle import EventStatus, is_finished
+from shared.logfields import log_fields
 from shared.model import ProvisioningStatus
 from shared.plan import Plan, Service, Step, StepKind, StepOutcome
 from shared.ports import (
@@ -58,6 +59,7 @@ class Context:
     group_work: GroupWork
     work_queue: WorkQueue | None  # set: group steps scale out through it
     progress: ProgressFn | None = None
+    correlation_id: str | None = None  # for the logs' correlationId (docs/operations.md)
 
 
 class Run:
@@ -96,10 +98,13 @@ class Run:
         try:
             change = action()
         except Transient as exc:
-            self._record(index, step, StepOutcome.FAILED, error=f"transient, will retry: {exc}")
+            logged = "throttled" if isinstance(exc, Throttled) else "transient"
+            self._record(index, step, StepOutcome.FAILED, error=f"transient, will retry: {exc}",
+                         logged=logged, error_type=type(exc).__name__)
             raise
         except Permanent as exc:
-            self._record(index, step, StepOutcome.FAILED, error=f"{type(exc).__name__}: {exc}")
+            self._record(index, step, StepOutcome.FAILED, error=f"{type(exc).__name__}: {exc}",
+                         error_type=type(exc).__name__)
             raise
         self._record(index, step, change.outcome, before=change.before, after=change.after)
 
@@ -187,7 +192,7 @@ class Run:
             expected = _EXPECTED[step.kind]
             if state != expected:
                 error = f"confirm: {scope} {step.target} is {state} after {step.kind}, expected {expected}"
-                self._record(i, step, StepOutcome.FAILED, error=error)
+                self._record(i, step, StepOutcome.FAILED, error=error, error_type=ConfirmFailed.__name__)
                 raise ConfirmFailed(error)
 
     def _state(self, scope: str, target: str) -> str:
@@ -199,11 +204,20 @@ class Run:
 
     # -- journal -----------------------------------------------------------------------------------------
     def _record(self, index: int, step: Step, outcome: StepOutcome, *, before: str | None = None,
-                after: str | None = None, error: str | None = None) -> None:
+                after: str | None = None, error: str | None = None, logged: str | None = None,
+                error_type: str | None = None) -> None:
+        """Journal one step's outcome, then log it with the structured properties (shared/logfields.py):
+        ``logged`` refines a failure as ``transient``/``throttled``; the log's ``error`` is the exception
+        type only (``error_type``), never its text."""
         self.c.journal.record_step(self.c.event_id, StepRecord(
             index=index, kind=step.kind.value, target=step.target, outcome=StepOutcome(outcome).value,
             hub=step.hub, before=None if before is None else str(before),
             after=None if after is None else str(after), error=error))
+        failed = StepOutcome(outcome) is StepOutcome.FAILED
+        log_fields(log, logging.WARNING if failed else logging.INFO, "step", event_id=self.c.event_id,
+                   correlation_id=self.c.correlation_id, target=step.target, step=step.kind.value,
+                   outcome=logged or StepOutcome(outcome).value, hub=step.hub, eventType=self.plan.event_type,
+                   error=error_type)
 
     def pending(self) -> Outcome:
         record = self.c.journal.get(self.c.event_id)
@@ -214,14 +228,20 @@ class Run:
 
     def _finish(self, status: EventStatus, error: str | None) -> Outcome:
         self.c.journal.finish(self.c.event_id, status, error)
+        bad = status in (EventStatus.FAILED, EventStatus.REFUSED)
+        log_fields(log, logging.WARNING if bad else logging.INFO, "event", event_id=self.c.event_id,
+                   correlation_id=self.c.correlation_id, target=self.plan.target, step="event",
+                   outcome=status.value, eventType=self.plan.event_type)
         record = self.c.journal.get(self.c.event_id)
         steps = tuple(plan_steps(record, self.plan).values()) if record else ()
         outcome = Outcome(self.c.event_id, status, steps, tuple(self.warnings), self.plan, error)
         if self.c.notifier is not None:
             try:
-                self.c.notifier.publish(outcome.to_dict())
+                self.c.notifier.publish({**outcome.to_dict(), "correlationId": self.c.correlation_id})
             except UnprovisionError as exc:  # the journal holds the truth; a lost notice must not undo it
-                log.warning("outcome notification failed for %s: %s", self.c.event_id, type(exc).__name__)
+                log_fields(log, logging.WARNING, "outcome notification failed", event_id=self.c.event_id,
+                           correlation_id=self.c.correlation_id, target=self.plan.target, step="notify",
+                           outcome="failed", error=type(exc).__name__)
                 outcome = replace(outcome, warnings=(*outcome.warnings, "outcome notification failed"))
         return outcome
 

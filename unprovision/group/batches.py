@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from shared.errors import Throttled
 from shared.plan import StepKind
 from shared.ports import BulkResult, DeviceRegistry, ProvisioningService, RateLimiter, Tally
+from shared.retry import Retrier, RetryPolicy
 from unprovision.group.jobs import identity_of
 from unprovision.throttle import Sleep, wait_for
 
@@ -20,6 +21,11 @@ BATCH_LIMIT = 100
 ACTIONS = {StepKind.GROUP_DEVICES_DISABLED: "disable", StepKind.GROUP_DEVICES_DELETED: "delete"}
 KIND_BY_ACTION = {action: kind for kind, action in ACTIONS.items()}
 THROTTLE_RETRIES = 3
+# Retried only on a 429 (the budget's waits are inside each attempt, so the total time is not what bounds it:
+# the attempts are; the host's functionTimeout of 10 minutes is the outer bound, host.json).
+THROTTLE_POLICY = RetryPolicy(
+    attempts=THROTTLE_RETRIES + 1, timeout=600.0, wait_initial=1.0, wait_max=10.0, retry_on=(Throttled,)
+)
 
 
 def tally_of(result: BulkResult) -> Tally:
@@ -31,22 +37,21 @@ def tally_of(result: BulkResult) -> Tally:
 
 def bulk_call(registry: DeviceRegistry, action: str, device_ids: list[str], *, limiter: RateLimiter,
               sleep: Sleep, reason: str | None = None) -> Tally:
-    """One throttled bulk call; a 429 despite the budget (another client spends it too) is retried a few
-    times after its Retry-After, then surfaces so the host redelivers."""
+    """One throttled bulk call. A 429 despite the budget (another client spends it too) is retried by the
+    project's one retry mechanism (``shared/retry.py``): only ``Throttled``, at most ``THROTTLE_RETRIES``
+    more times, after at least its Retry-After; each attempt first reserves its devices again. Then the 429
+    surfaces so the host redelivers (429s: docs/azure-behaviour.md §8.1; redelivery: §F2)."""
     if not 0 < len(device_ids) <= BATCH_LIMIT:
         raise ValueError(f"a bulk call takes 1..{BATCH_LIMIT} devices, got {len(device_ids)}")
-    for attempt in range(THROTTLE_RETRIES + 1):
+
+    def attempt() -> Tally:
         wait_for(limiter, registry.hub, len(device_ids), sleep)
-        try:
-            if action == "delete":
-                return tally_of(registry.bulk_delete(device_ids))
-            return tally_of(registry.bulk_disable(
-                device_ids, reason, spend=lambda reads: wait_for(limiter, registry.hub, reads, sleep)))
-        except Throttled as exc:
-            if attempt == THROTTLE_RETRIES:
-                raise
-            sleep(exc.retry_after or 10.0)
-    raise AssertionError("unreachable")
+        if action == "delete":
+            return tally_of(registry.bulk_delete(device_ids))
+        return tally_of(registry.bulk_disable(
+            device_ids, reason, spend=lambda reads: wait_for(limiter, registry.hub, reads, sleep)))
+
+    return Retrier(THROTTLE_POLICY, sleep=sleep).call(attempt, name=f"bulk {action} ({registry.hub})")
 
 
 def iter_batches(

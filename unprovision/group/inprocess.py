@@ -8,6 +8,11 @@ per hub exist at once, because the stream waits while a hub has ``max_in_flight`
 count from the hub's ``RateLimiter`` (bulk calls count per device against the registry budget). Hubs holding
 many of the group's devices may take the import-job path instead (``unprovision.group.jobs``). The other
 mode, batches through the work queue, is ``unprovision.group.scaleout``.
+
+A purge runs under its event's per-target lease (``unprovision.engine.lease``), which may be held far longer
+than its ttl here: the lease is renewed while the purge runs, and the purge checks it before every bulk call
+and every import job, so a purge whose lease was lost stops with ``LeaseLost`` before its next change
+(docs/reliability.md, "lease renewal").
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from itertools import islice
 from shared.errors import HubNotConfigured
 from shared.plan import StepKind
 from shared.ports import DeviceRegistries, DeviceRegistry, ProvisioningService, RateLimiter, Tally
+from unprovision.engine import lease
 from unprovision.group.batches import ACTIONS, BATCH_LIMIT, bulk_call, iter_batches
 from unprovision.group.jobs import (
     GroupSpool,
@@ -128,6 +134,14 @@ class _Purge:
         self.unknown: dict[str, int] = {}
         self.tallies: dict[str, Tally] = {}
         self.lock = threading.Lock()
+        # Taken here, on the engine's thread: the lanes' pool threads do not inherit its context.
+        self.lease = lease.current()
+        self.sleep = lease.guarded_sleep(self.lease, work.sleep)  # throttle waits renew the lease
+
+    def _fence(self) -> None:
+        """Stop (``LeaseLost``) before a change when the event's lease is no longer ours."""
+        if self.lease is not None:
+            self.lease.check()
 
     def _record(self, hub: str, tally: Tally) -> None:
         with self.lock:
@@ -136,7 +150,8 @@ class _Purge:
                 self.progress(Progress(hub, self.tallies[hub].done, self.tallies[hub].failed))
 
     def _run(self, lane: _HubLane, hub: str, ids: list[str]) -> Tally:
-        tally = bulk_call(lane.registry, self.action, ids, limiter=self.work.limiter, sleep=self.work.sleep,
+        self._fence()  # the limiter's waits inside bulk_call check again, right before the call
+        tally = bulk_call(lane.registry, self.action, ids, limiter=self.work.limiter, sleep=self.sleep,
                           reason=self.reason)
         self._record(hub, tally)
         return tally
@@ -145,6 +160,7 @@ class _Purge:
         """Bulk lanes over ``batches``; re-raises the first failure after every started call ended."""
         try:
             for hub, ids in batches:
+                self._fence()  # no more batches handed out once the lease is gone
                 lane = self.lanes.get(hub) or _open_lane(hub, self.registries, self.work, self.lanes,
                                                          self.unknown)
                 if lane is None:
@@ -159,6 +175,7 @@ class _Purge:
                 future.result()  # re-raise the first failure
 
     def _job(self, hub: str, runner: ImportJobRunner, ids: Iterator[str]) -> None:
+        self._fence()
         counts = job_purge(runner, self.action, ids, reason=self.reason)
         self._record(hub, Tally(counts.changed, counts.unchanged, counts.failed))
 

@@ -222,14 +222,17 @@ def complete_if_settled(journal: Journal, event_id: str, step_index: int, notifi
              "resume them") if total.failed else None
     outcome = StepOutcome.FAILED if total.failed else (StepOutcome.DONE if total.changed
                                                        else StepOutcome.ALREADY_DONE)
-    journal.record_step(event_id, StepRecord(
-        step_index, kind, record.target, outcome, after=f"batches {state.expected}: {total.summary()}",
-        error=error))
     try:
         journal.finish(event_id, EventStatus.FAILED if total.failed else EventStatus.COMPLETED, error)
     except IllegalTransition:
         return False
+    # Only the worker that finished the event records the step's final attempt: recorded before the finish,
+    # two workers settling the last batches at once each appended a "done" attempt (docs/reliability.md).
+    journal.record_step(event_id, StepRecord(
+        step_index, kind, record.target, outcome, after=f"batches {state.expected}: {total.summary()}",
+        error=error))
     final = journal.get(event_id)
     if notifier is not None and final is not None:
-        notifier.publish(Outcome.from_record(final).to_dict())
+        published = Outcome.from_record(final).to_dict()
+        notifier.publish({**published, "correlationId": final.correlation_id or None})
     return True

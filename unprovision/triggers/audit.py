@@ -25,6 +25,7 @@ from urllib.parse import parse_qsl, quote, urlsplit
 import azure.functions as func
 
 from shared.errors import Rejected
+from shared.logfields import log_fields
 from unprovision import wiring
 from unprovision.audit.requests import (
     COMPLETED,
@@ -54,7 +55,9 @@ def audit_timer(timer: func.TimerRequest) -> None:
     report = run_exclusive(wiring.build_audit(services), new_report_id(now),
                            remediate=services.settings.audit_remediate, now=now)
     summary = json.dumps(report.summary(), sort_keys=True) if report else "skipped: another audit runs"
-    log.info("audit timer (past due: %s): %s", timer.past_due, summary)
+    # The JSON summary stays right after the colon (docs/operations.md "Audit findings" parses it).
+    log_fields(log, logging.INFO, f"audit timer (past due: {timer.past_due}): {summary}", step="audit",
+               outcome="completed" if report else "skipped")
 
 
 def remediate_of(url: str) -> tuple[bool | None, list[dict[str, str]]]:
@@ -107,9 +110,12 @@ def audit_queue(msg: func.QueueMessage) -> None:
     try:
         report = run_requested_audit(_service(), msg.get_body(), now=datetime.now(UTC))
     except Rejected as exc:
-        log.warning("audit queue message %s rejected: %s", msg.id, exc)
+        log_fields(log, logging.WARNING, f"audit queue message {msg.id} rejected: {exc}", step="audit",
+                   outcome="rejected", error=type(exc).__name__)
         return
-    log.info("audit queue message %s: %s", msg.id, report.report_id if report else "skipped")
+    done = report.report_id if report else "skipped"
+    log_fields(log, logging.INFO, f"audit queue message {msg.id}: {done}", step="audit",
+               outcome="completed" if report else "skipped")
 
 
 def blueprint() -> func.Blueprint:

@@ -21,6 +21,7 @@ in outcomes and ``unprovision.outcomes.http_status`` maps their statuses.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
@@ -34,6 +35,8 @@ from shared.errors import FieldError
 from unprovision import service, wiring
 from unprovision.outcomes import Outcome, classify, http_status
 from unprovision.triggers import json_response
+
+log = logging.getLogger(__name__)
 
 OPENAPI = Path(__file__).resolve().parent.parent / "openapi.json"
 SCHEMA_REF = "../schemas/lifecycle-event.schema.json"
@@ -112,6 +115,7 @@ def http_unprovision(body: bytes, services: wiring.Services, *, dry_run: bool, f
     except Exception as exc:  # noqa: BLE001 - classify() decides, unknown errors included (500)
         return error_answer(exc)
     status = response_status(outcome)
+    service.log_outcome(log, f"http event (dry run: {dry_run}, status {status})", outcome)
     if isinstance(outcome, service.HandledOutcome) and outcome.status == "rejected":
         return HttpAnswer(status, {"error": "invalid event", "errors": list(outcome.errors),
                                    "rejectionId": outcome.rejection_id})

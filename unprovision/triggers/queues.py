@@ -24,8 +24,7 @@ def lifecycle_queue(msg: func.QueueMessage) -> None:
     """One lifecycle event: parse, apply, log the outcome; raises only for retryable failures."""
     attempt = getattr(msg, "dequeue_count", None)
     outcome = service.handle_event_body(msg.get_body(), wiring.services())
-    log.info("lifecycle message %s (attempt %s): event %s %s", msg.id, attempt, outcome.event_id,
-             outcome.status)
+    service.log_outcome(log, f"lifecycle message {msg.id}", outcome, attempt=attempt, queue="lifecycle")
 
 
 HOST_JSON = Path(__file__).resolve().parent.parent.parent / "host.json"
@@ -47,7 +46,7 @@ def work_queue(msg: func.QueueMessage) -> None:
     instead of raising into the poison queue where nothing would finish its event."""
     last = (msg.dequeue_count or 1) >= max_dequeue_count()
     outcome = service.handle_work_batch(msg.get_body(), wiring.services(), last_delivery=last)
-    log.info("work batch %s: event %s %s", msg.id, outcome.event_id, outcome.status)
+    service.log_outcome(log, f"work batch {msg.id}", outcome, attempt=msg.dequeue_count, queue="work")
 
 
 def blueprint() -> func.Blueprint:

@@ -28,8 +28,8 @@ def configured(environ: Mapping[str, str] | None = None) -> bool:
 def lifecycle_servicebus(sbmsg: func.ServiceBusMessage) -> None:
     """One lifecycle event from Service Bus: parse, apply, log; raises only for retryable failures."""
     outcome = service.handle_event_body(sbmsg.get_body(), wiring.services())
-    log.info("service bus message %s (delivery %s): event %s %s", sbmsg.message_id,
-             getattr(sbmsg, "delivery_count", None), outcome.event_id, outcome.status)
+    service.log_outcome(log, f"service bus message {sbmsg.message_id}", outcome,
+                        attempt=getattr(sbmsg, "delivery_count", None), queue="servicebus")
 
 
 def blueprint() -> func.Blueprint:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 
 import azure.functions as func
 
@@ -86,9 +87,12 @@ def friday13(timer: func.TimerRequest) -> None:
 
 
 def orders(sbmsg: func.ServiceBusMessage) -> None:
-    """Fails for bodies starting with ``bad`` so the broker redelivers and dead-letters them."""
+    """Fails for bodies starting with ``bad`` so the broker redelivers and dead-letters them; bodies starting
+    with ``slow`` take 3.5 s (longer than a short lock: the host must renew it)."""
     body = sbmsg.get_body().decode()
     _record("orders", (body, sbmsg.delivery_count))
+    if body.startswith("slow"):
+        time.sleep(3.5)
     if body.startswith("bad"):
         raise RuntimeError("toy service bus failure")
 

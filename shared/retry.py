@@ -8,6 +8,10 @@ they may pass (``shared.errors.Transient`` and subclasses), a bounded number of 
 total time, with exponential backoff and full jitter, and waits at least the ``retry_after`` the service
 asked for.
 
+It lives in the domain package so that the adapters (every SDK and Storage call) and the service layer
+(the group work's throttled bulk calls, ``unprovision/group/batches.py``) share it; it does no I/O of its
+own, and its ``sleep`` and ``clock`` are injectable (the defaults are the process's).
+
 Unit tests switch retrying off for a block with ``retries_off()`` (process-wide, restored on exit) or
 inject their own ``sleep``/``clock``/``rng`` to observe the waits without waiting.
 """
