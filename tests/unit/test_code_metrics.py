@@ -1,4 +1,4 @@
-"""scripts/code_metrics.py on a small tree: lines per folder, cycles (TYPE_CHECKING counts), longest functions."""
+"""scripts/code_metrics.py on a small tree: lines per folder, cycles (TYPE_CHECKING too), longest ones."""
 
 from __future__ import annotations
 
@@ -40,8 +40,9 @@ def test_figures_of_a_small_tree(tmp_path: Path) -> None:
     test_body = "".join(f"    {line}\n" for line in body.splitlines()) * 3
     root = write_tree(tmp_path, {
         "shared/__init__.py": "",
-        "shared/a.py": "from shared.b import B\n\n\nclass A:\n    def method(self) -> None:\n" + long_body,
-        "shared/b.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from shared.a import A\nB = 1\n",
+        "shared/a.py": "from shared.b import B\n\n\nclass A:\n    def method(self) -> None:\n" + method_body,
+        "shared/b.py": "from typing import TYPE_CHECKING\n"
+                       "if TYPE_CHECKING:\n    from shared.a import A\nB = 1\n",
         "tests/test_x.py": "def test_long() -> None:\n" + test_body,
     })
     result = code_metrics.metrics(root)
