@@ -24,6 +24,8 @@ from shared.adapters.servicebus_connect import client_from_connection_string
 HostFactory = Callable[..., Host]
 
 
+LOCK = 5.0  # seconds; the toy app's "slow" orders take 7 s (tests/functional/toyapp/function_app.py)
+
 def _wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -90,8 +92,10 @@ def test_failing_message_is_abandoned_redelivered_and_dead_lettered_at_max_deliv
 
 
 def test_lock_is_renewed_while_the_function_runs(make_host: HostFactory, standin: ServiceBusStandIn) -> None:
-    # host.json maxAutoLockRenewalDuration (default 5 min): a 3.5 s invocation on a 2 s lock completes once.
-    standin.broker.configure("orders", lock_duration=2.0)
+    # host.json maxAutoLockRenewalDuration (default 5 min): a 7 s invocation on a 5 s lock completes once.
+    # Not shorter: for a lock under 10 s the SDK's AutoLockRenewer renews when 0.75 x the lock's whole seconds
+    # are left, which on a 2 s lock is 0.75 s — less than its dispatcher can promise on a loaded machine.
+    standin.broker.configure("orders", lock_duration=LOCK)
     host = _sb_host(make_host, standin)
     _send(standin, "slow order")
     _wait_for(lambda: _counts(standin).get("completed") == 1)
@@ -102,7 +106,7 @@ def test_lock_is_renewed_while_the_function_runs(make_host: HostFactory, standin
 def test_without_lock_renewal_a_slow_message_is_redelivered(
     make_host: HostFactory, standin: ServiceBusStandIn
 ) -> None:
-    standin.broker.configure("orders", lock_duration=2.0)
+    standin.broker.configure("orders", lock_duration=LOCK)
     host = _sb_host(make_host, standin,
                     AzureFunctionsJobHost__extensions__serviceBus__maxAutoLockRenewalDuration="00:00:00")
     _send(standin, "slow order")

@@ -8,8 +8,11 @@ work message per batch naming only ``(eventId, stepIndex, run, batch)``.
 Application (``apply_batch``): the work-queue function reads the batch the message names from the journal
 and applies exactly its device set: a forged or stale message cannot name devices of its own. The batch
 settles once (``applied`` or ``failed``; ``shared.lifecycle.BATCH_TRANSITIONS``): a redelivered message
-changes nothing and never rewrites the counts. On the message's last delivery a transient failure settles
-the batch ``failed`` instead of letting it go to the poison queue silently.
+changes nothing and never rewrites the counts. Deliveries of one batch at once (the queue's at-least-once
+delivery, or a re-send racing the original) are serialised by a lease on the batch (``batch_lease_key``, the
+journal's target leases): the one that gets it applies, the others return at once without a call, because
+the holder's own message is redelivered if the holder dies. On the message's last delivery a transient
+failure settles the batch ``failed`` instead of letting it go to the poison queue silently.
 
 Completion (``complete_if_settled``): when no batch of the run is still ``emitted``, the group step gets its
 final record and the event finishes ``completed``, or ``failed`` with the devices left over; re-sending the
@@ -37,6 +40,7 @@ from shared.ports import (
     Tally,
     WorkQueue,
 )
+from unprovision.engine import lease
 from unprovision.group.batches import ACTIONS, bulk_call, iter_batches
 from unprovision.outcomes import Outcome
 from unprovision.throttle import Sleep
@@ -142,6 +146,12 @@ def find_batch(ref: BatchRef, journal: Journal) -> BatchRecord:
     raise Rejected([FieldError("batch", "the event emitted no such batch")], "unknown work batch")
 
 
+def batch_lease_key(ref: BatchRef) -> str:
+    """The lease one batch is applied under. ``/`` appears in no device or group ID (docs/azure-behaviour.md
+    §2), so this key never collides with the lease of an event's target."""
+    return f"batch/{ref.event_id}/{ref.step_index}/{ref.run}/{ref.number}"
+
+
 def apply_batch(ref: BatchRef, *, registries: DeviceRegistries, journal: Journal, limiter: RateLimiter,
                 notifier: Notifier | None, last_delivery: bool, sleep: Sleep = time.sleep) -> None:
     """Apply the batch ``ref`` names, settle it once, finish the event when it was the last.
@@ -151,10 +161,27 @@ def apply_batch(ref: BatchRef, *, registries: DeviceRegistries, journal: Journal
     record = journal.get(ref.event_id)
     if record is None:
         raise Rejected([FieldError("eventId", "no such event")], "unknown work batch")
+    find_batch(ref, journal)
+    try:
+        with lease.held(journal, batch_lease_key(ref), wait=0.0) as batch_lease:
+            _apply_claimed(ref, registries=registries, journal=journal, limiter=limiter,
+                           last_delivery=last_delivery, sleep=lease.guarded_sleep(batch_lease, sleep))
+    except lease.TargetBusy:
+        log.info("batch %s/%s of %s is being applied by another delivery", ref.run, ref.number, ref.event_id)
+        return
+    complete_if_settled(journal, ref.event_id, ref.step_index, notifier)
+
+
+def _apply_claimed(ref: BatchRef, *, registries: DeviceRegistries, journal: Journal, limiter: RateLimiter,
+                   last_delivery: bool, sleep: Sleep) -> None:
+    """Under the batch's lease: read the batch again (a delivery that held the lease just before may have
+    settled it), apply it unless it is settled, superseded or its event finished."""
+    record = journal.get(ref.event_id)
     batch = find_batch(ref, journal)
     latest = journal.latest_emission(ref.event_id, ref.step_index)
     current = latest is not None and latest.run == ref.run
-    if record.status != EventStatus.IN_PROGRESS or not current or batch.state != BatchState.EMITTED:
+    if record is None or record.status != EventStatus.IN_PROGRESS or not current \
+            or batch.state != BatchState.EMITTED:
         return  # finished, superseded or settled already: this delivery has nothing left to do
     try:
         tally = bulk_call(registries.for_hub(batch.hub), batch.action, list(batch.device_ids),
@@ -169,7 +196,6 @@ def apply_batch(ref: BatchRef, *, registries: DeviceRegistries, journal: Journal
         _settle(journal, ref.event_id, batch, failed, f"{type(exc).__name__}: {exc}")
     else:
         _settle(journal, ref.event_id, batch, tally, None)
-    complete_if_settled(journal, ref.event_id, ref.step_index, notifier)
 
 
 def _settle(journal: Journal, event_id: str, batch: BatchRecord, tally: Tally, error: str | None) -> None:

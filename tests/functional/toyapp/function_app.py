@@ -88,11 +88,11 @@ def friday13(timer: func.TimerRequest) -> None:
 
 def orders(sbmsg: func.ServiceBusMessage) -> None:
     """Fails for bodies starting with ``bad`` so the broker redelivers and dead-letters them; bodies starting
-    with ``slow`` take 3.5 s (longer than a short lock: the host must renew it)."""
+    with ``slow`` take 7 s (longer than the tests' 5 s lock: the host must renew it)."""
     body = sbmsg.get_body().decode()
     _record("orders", (body, sbmsg.delivery_count))
     if body.startswith("slow"):
-        time.sleep(3.5)
+        time.sleep(7.0)
     if body.startswith("bad"):
         raise RuntimeError("toy service bus failure")
 
