@@ -13,8 +13,10 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from bench.run import BenchOptions, run, write_outputs
+from emulator.iothub.jobtiming import DEFAULT_DEVICES_PER_SECOND, DEFAULT_START_SECONDS, check_number
 
 OUT = Path(__file__).resolve().parent / "out"
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -25,6 +27,15 @@ def _sizes(text: str) -> tuple[int, ...]:
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError("sizes are positive integers, comma-separated")
     return values
+
+
+def _knob(name: str, positive: bool) -> Any:
+    def parse_one(text: str) -> float:
+        try:
+            return check_number(name, text, positive=positive)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    return parse_one
 
 
 def parse(argv: list[str] | None) -> tuple[BenchOptions, bool]:
@@ -42,6 +53,11 @@ def parse(argv: list[str] | None) -> tuple[BenchOptions, bool]:
     p.add_argument("--action", choices=("disable", "delete"), default="disable")
     p.add_argument("--import-job-threshold", type=int,
                    help="GROUP_IMPORT_JOB_THRESHOLD for the engine (default: the product's, 1000 per hub)")
+    p.add_argument("--job-rate", type=_knob("--job-rate", True), default=DEFAULT_DEVICES_PER_SECOND,
+                   help="emulator import/export jobs: devices per second, real-service time (default ~278)")
+    p.add_argument("--job-start-latency", type=_knob("--job-start-latency", False),
+                   default=DEFAULT_START_SECONDS,
+                   help="seconds a job waits before it runs, real-service time (default 10)")
     p.add_argument("--events", type=int, help="single-device events per phase (default 100; quick 20)")
     p.add_argument("--latency-ms", type=float, default=20.0, help="injected latency for single events")
     p.add_argument("--skip-single", action="store_true", help="skip the single-event benchmark")
@@ -59,6 +75,8 @@ def parse(argv: list[str] | None) -> tuple[BenchOptions, bool]:
         events=args.events or (20 if quick else 100),
         latency_ms=args.latency_ms,
         import_job_threshold=args.import_job_threshold,
+        job_rate=args.job_rate,
+        job_start=args.job_start_latency,
         single=not args.skip_single,
         out=args.out,
         command=" ".join(["python -m bench", *(argv or sys.argv[1:])]),

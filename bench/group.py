@@ -11,6 +11,12 @@ size is measured again with the factory left out (side ``engineBulk``), so bulk,
 baseline stand side by side. Emulator units are kept per service and bucket: a job's calls count against
 the hub's ``jobs`` bucket, bulk calls against ``registry`` (one unit per device).
 
+Jobs take time in the emulator (start latency, then devices per second, both in real-service time and
+compressed by the same F as the throttle windows); the throttled sides set both explicitly
+(``GroupSettings.job_rate``/``job_start``) and every side reports the emulator's record of its jobs
+(device count and modelled real duration), from which the report builds the jobs' critical path. The
+memory runs make jobs instant: memory does not depend on how long a job waits.
+
 ``symmetric_run`` measures a symmetric-key group (issue 11, item 7): a bulk disable must first read each
 device's keys (one registry GET per device, paid from the same per-hub budget before it is spent), so the
 bulk path spends two registry units per device. It runs the engine only (as the product runs it, and on the
@@ -29,9 +35,11 @@ from typing import Any
 
 from bench.emu import ROOT, EmulatorProcess
 from bench.seed import GROUP_ID, seed_fleet
+from emulator.iothub.jobtiming import DEFAULT_DEVICES_PER_SECOND, DEFAULT_START_SECONDS
 
 S1_PER_UNIT = 100.0
 CHILD_TIMEOUT_S = 1800
+INSTANT_JOBS = {"jobStartSeconds": 0, "jobDevicesPerSecond": 1e6}
 
 
 @dataclass(frozen=True)
@@ -49,6 +57,8 @@ class GroupSettings:
     import_job_threshold: int | None = None  # None: the product default (GROUP_IMPORT_JOB_THRESHOLD)
     import_jobs: bool = True
     attestation: str = "x509"  # the group's kind: x509 | symmetricKey (bench.seed)
+    job_rate: float = DEFAULT_DEVICES_PER_SECOND  # import/export jobs: devices/s, real-service time
+    job_start: float = DEFAULT_START_SECONDS  # seconds a job waits before it runs, real-service time
 
 
 def run_child(emu: EmulatorProcess, settings: dict[str, Any]) -> dict[str, Any]:
@@ -71,12 +81,14 @@ def run_child(emu: EmulatorProcess, settings: dict[str, Any]) -> dict[str, Any]:
 
 
 def emulator_view(counters: dict[str, Any], hubs: list[str]) -> dict[str, Any]:
-    """Units spent per service and bucket (accepted calls only: a 429 spends nothing) and the raw counters.
-    ``registryUnitsByHub`` is the hubs' ``registry`` bucket (bulk calls count one unit per device)."""
+    """Units spent per service and bucket (accepted calls only: a 429 spends nothing), the jobs that ended
+    (per hub: type, devices, modelled real seconds) and the raw counters. ``registryUnitsByHub`` is the
+    hubs' ``registry`` bucket (bulk calls count one unit per device)."""
     raw = counters.get("units", {})
     units = {svc: {b: float(n) for b, n in buckets.items()} for svc, buckets in raw.items()}
     registry = {hub: units.get(hub, {}).get("registry", 0.0) for hub in hubs}
-    return {"registryUnitsByHub": registry, "units": units, "calls": counters.get("calls", {})}
+    jobs = {hub: list(counters.get("jobs", {}).get(hub, [])) for hub in hubs}
+    return {"registryUnitsByHub": registry, "units": units, "jobs": jobs, "calls": counters.get("calls", {})}
 
 
 def _spent(before: dict[str, Any], after: dict[str, Any]) -> dict[str, dict[str, float]]:
@@ -123,9 +135,10 @@ def measure_side(
     spent = {
         hub: after["registryUnitsByHub"][hub] - before["registryUnitsByHub"][hub] for hub in emu.hub_names
     }
+    jobs = {hub: after["jobs"][hub][len(before["jobs"][hub]):] for hub in emu.hub_names}
     result["emulator"] = {
         "registryUnitsByHub": spent, "units": _spent(before, after), "calls": after["calls"],
-        "limitsPerMinute": limits,
+        "limitsPerMinute": limits, "jobs": jobs,
     }
     result["seeded"] = devices
     return result
@@ -138,6 +151,8 @@ def _throttled_knobs(cfg: GroupSettings) -> dict[str, Any]:
         "timeCompression": cfg.time_compression,
         "dpsThrottle": True,
         "latencyMs": 0,
+        "jobDevicesPerSecond": cfg.job_rate,
+        "jobStartSeconds": cfg.job_start,
     }
 
 
@@ -159,6 +174,8 @@ def compare(emu: EmulatorProcess, devices: int, cfg: GroupSettings) -> dict[str,
         "timeCompression": cfg.time_compression,
         "limiterMargin": cfg.limiter_margin,
         "importJobThreshold": engine.get("importJobThreshold"),
+        "jobDevicesPerSecond": cfg.job_rate,
+        "jobStartSeconds": cfg.job_start,
         **sides,
     }
 
@@ -182,6 +199,8 @@ def symmetric_run(emu: EmulatorProcess, devices: int, cfg: GroupSettings) -> dic
         "timeCompression": side.time_compression,
         "limiterMargin": side.limiter_margin,
         "importJobThreshold": engine.get("importJobThreshold"),
+        "jobDevicesPerSecond": side.job_rate,
+        "jobStartSeconds": side.job_start,
         **sides,
     }
 
@@ -190,7 +209,8 @@ MEMORY_PATHS = ("bulk", "product")
 
 
 def memory_run(emu: EmulatorProcess, devices: int, cfg: GroupSettings, path: str = "bulk") -> dict[str, Any]:
-    """Engine only, throttling off (memory does not depend on pacing; keeps 100k short).
+    """Engine only, throttling off and jobs instant (memory depends on neither pacing nor a job's wait; keeps
+    100k short).
 
     * ``bulk``: the bulk path alone, action ``delete`` (the series of the earlier published runs): the
       engine holds <=100-ID batches, at most ``max_in_flight + 1`` per hub.
@@ -199,7 +219,7 @@ def memory_run(emu: EmulatorProcess, devices: int, cfg: GroupSettings, path: str
       (docs/engine-integration.md, Limits), so its memory grows with the group; this run measures by how
       much.
     """
-    knobs = {"tier": "off", "dpsThrottle": False, "timeCompression": 1, "latencyMs": 0}
+    knobs = {"tier": "off", "dpsThrottle": False, "timeCompression": 1, "latencyMs": 0, **INSTANT_JOBS}
     side = replace(cfg, action="delete", import_jobs=False) if path == "bulk" else cfg
     result = measure_side(emu, devices, "engine", side, knobs)
     return {

@@ -6,15 +6,19 @@ the measured numbers it is given; nothing is a fixed "passed".
 Conversion to real service time (stated in the report): a throttle window lasts 60 s / F in the emulator.
 The part of a run that the budgets pace is the *throttle floor* — the largest, over every throttled bucket
 (each hub's ``registry``, ``query`` and ``jobs``, DPS's service API), of the units that bucket accepted ÷
-its budget per minute. In real time that floor is F times longer; whatever the run spent beyond the floor
-(client work, TLS, latency, the emulator running a job) is not compressed and carries over as measured:
+its budget per minute. Import/export jobs are paced too: the emulator models each as a start latency plus
+devices ÷ rate in real time, compressed by the same F, and the jobs on the critical path come after the
+DPS read (``bench.jobmodel``). In real time the paced part is F times longer; whatever the run spent beyond
+it (client work, TLS, latency, blob traffic, poll lag) is not compressed and carries over as measured:
 
-    real ≈ floor_real + max(0, wall - floor_real / F)
+    paced = max(floor_real, dps_floor_real + jobs_real)
+    real ≈ paced + max(0, wall - paced / F)
 
 Not pinned by a documented source: IoT Hub shapes traffic before it rejects (docs/azure-behaviour.md §8), so a
 real run may sit slightly below this estimate; the fixed window also lets the first window's budget through at
-once. The emulator completes an import/export job as soon as it is created; Azure documents no job duration,
-so the verdict on the import-job path says how long each job may take before the target would be missed.
+once. Azure documents no job duration: the job rate and start latency are the emulator's knobs (defaults and
+sources in emulator/README.md), so the verdict on the import-job path also gives the speed-up with jobs 10x
+slower and the job rate below which the target would be missed.
 """
 
 from __future__ import annotations
@@ -24,9 +28,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from bench import jobmodel
+from bench.jobmodel import duration as _dur
+
 S1_OPS_PER_MINUTE = 100.0
-# GroupWork.max_parallel_jobs default: hubs whose import jobs the engine runs at once.
-MAX_PARALLEL_JOBS = 4
 
 
 @dataclass(frozen=True)
@@ -156,6 +161,10 @@ def side_summary(
     floors = bucket_floors(units_full, limits)
     floor_bucket = max(floors, key=lambda k: floors[k]) if floors else "-"
     floor_real = floors.get(floor_bucket, 0.0)
+    dps_floor = max((v for k, v in floors.items() if k.startswith("dps/")), default=0.0)
+    path = jobmodel.critical_path(emulator.get("jobs") or {})  # engine sides are never sampled
+    paced = jobmodel.paced_seconds(floor_real, dps_floor, path["seconds"])
+    real = real_seconds(wall, paced, factor)
     requests = side.get("requests", {})
     blob = {k: n for k, n in requests.items() if k.split(" ", 2)[1].startswith("/{account}")}
     return {
@@ -169,7 +178,12 @@ def side_summary(
         "throttleFloorRealSeconds": floor_real,
         "throttleFloorBucket": floor_bucket,
         "throttleFloorsRealSeconds": floors,
-        "realSeconds": real_seconds(wall, floor_real, factor),
+        "dpsFloorRealSeconds": dps_floor,
+        "jobsRealSeconds": path["seconds"],
+        "jobDevicePasses": path["devices"],
+        "jobsInChain": path["jobs"],
+        "restSeconds": real - paced,
+        "realSeconds": real,
         "wallTimesFactorSeconds": wall * factor,
         "throttleShare": throttle_share(wall, floor_real, factor),
         "http429": count_status(requests, "429"),
@@ -186,13 +200,17 @@ def side_summary(
 SIDES = ("engine", "engineBulk", "naive")
 
 
-def group_summary(run: Mapping[str, Any]) -> dict[str, Any]:
+def group_summary(run: Mapping[str, Any], target: float = 50.0) -> dict[str, Any]:
     """One size of the comparison: every side measured, ratios to the baseline (compressed and real).
-    ``bulk`` names the side that measured the bulk path alone (the engine itself when it made no job)."""
+    ``bulk`` names the side that measured the bulk path alone (the engine itself when it made no job).
+    When the engine ran jobs: its speed-up with jobs ``jobmodel.SLOWER`` times slower, and the job rate
+    below which its speed-up falls under ``target``."""
     devices, factor = int(run["devices"]), float(run["timeCompression"])
     budget = S1_OPS_PER_MINUTE * int(run.get("units", 1))
     summary: dict[str, Any] = {"devices": devices, "timeCompression": factor, "hubs": int(run.get("hubs", 1)),
-                               "importJobThreshold": run.get("importJobThreshold")}
+                               "importJobThreshold": run.get("importJobThreshold"),
+                               "jobDevicesPerSecond": run.get("jobDevicesPerSecond"),
+                               "jobStartSeconds": run.get("jobStartSeconds")}
     for name in SIDES:
         if name in run:
             summary[name] = side_summary(run[name], devices, factor, budget)
@@ -203,37 +221,14 @@ def group_summary(run: Mapping[str, Any]) -> dict[str, Any]:
     bulk = summary[summary["bulk"]]
     summary["speedupBulkMeasured"] = ratio(naive["wallSeconds"], bulk["wallSeconds"])
     summary["speedupBulkReal"] = ratio(naive["realSeconds"], bulk["realSeconds"])
+    engine = summary["engine"]
+    if engine["jobsRealSeconds"] > 0:
+        slower = jobmodel.with_jobs(engine, jobmodel.SLOWER * engine["jobsRealSeconds"])
+        summary["jobsSlower"] = {"factor": jobmodel.SLOWER, "engineRealSeconds": slower,
+                                 "speedupReal": ratio(naive["realSeconds"], slower)}
+        summary["breakEvenJobRate"] = jobmodel.break_even_rate(
+            engine, naive["realSeconds"], target, float(run.get("jobStartSeconds") or 0.0))
     return summary
-
-
-def _jobs_note(summary: Mapping[str, Any], target: float) -> str:
-    """How long each job may take in Azure before the real-time target would be missed (emulator jobs end
-    at once): the slack to naive ÷ target, shared by the jobs on the critical path. ``purge_group`` runs one
-    job at a time per hub (IoT Hub allows one active import/export job per hub) and up to
-    ``GroupWork.max_parallel_jobs`` hubs at once, so the path is the jobs of one hub times the rounds of
-    hubs."""
-    engine, naive = summary["engine"], summary["naive"]
-    jobs, hubs = engine["jobsCreated"], max(1, engine["importJobs"])
-    parallel = min(hubs, MAX_PARALLEL_JOBS)
-    chain = math.ceil(jobs / parallel) if jobs else 0
-    slack = naive["realSeconds"] / target - engine["realSeconds"]
-    per_job = slack / chain if chain else math.nan
-    where = (f"every job may take up to {per_job:.0f} s longer in Azure than here" if per_job >= 0
-             else "the target is missed even with jobs that end at once")
-    return (
-        f"The engine purged {engine['importJobs']} hubs by import jobs ({jobs} jobs created, {parallel} "
-        f"hubs at a time, {chain} jobs in sequence on the critical path; {engine['jobsOps']:.0f} operations "
-        f"on the hubs' jobs budget, "
-        f"{engine['registryOpsPerDevice']:.2f} registry ops/device). The emulator completes a job at once "
-        f"and Azure documents no job duration: to stay ≥ {target:g}x in real time "
-        f"({_dur(naive['realSeconds'] / target)} for the engine), {where}. The engine's own floor is "
-        f"{engine['throttleFloorBucket']} ({_dur(engine['throttleFloorRealSeconds'])}). "
-        f"The bulk path alone reached {summary['speedupBulkReal']:.2f}x"
-    )
-
-
-def _dur(seconds: float) -> str:
-    return f"{seconds / 60:.1f} min" if seconds >= 120 else f"{seconds:.0f} s"
 
 
 def speedup_verdict(summary: Mapping[str, Any], targets: Targets) -> Verdict:
@@ -241,7 +236,7 @@ def speedup_verdict(summary: Mapping[str, Any], targets: Targets) -> Verdict:
     name = f"group purge speed-up at {summary['devices']:,} devices (real service time)"
     if engine["jobsCreated"]:
         return _check(name, summary["speedupReal"], targets.speedup_at_10k, at_least=True, unit="x",
-                      note=_jobs_note(summary, targets.speedup_at_10k))
+                      note=jobmodel.jobs_note(summary, targets.speedup_at_10k))
     cap = ratio(naive["registryOpsPerDevice"], engine["registryOpsPerDevice"])
     why = (
         f"At {summary['devices']:,} devices the engine spent {engine['registryOpsPerDevice']:.2f} throttled "

@@ -19,6 +19,7 @@ from bench.emu import running_emulator
 from bench.group import MEMORY_PATHS, GroupSettings, compare, memory_run, symmetric_run
 from bench.markdown import render
 from bench.plot import plot
+from emulator.iothub.jobtiming import DEFAULT_DEVICES_PER_SECOND, DEFAULT_START_SECONDS
 
 HUBS = 3
 
@@ -35,6 +36,8 @@ class BenchOptions:
     latency_ms: float = 20.0
     event_interval: float = 0.5
     import_job_threshold: int | None = None  # None: the product default (GROUP_IMPORT_JOB_THRESHOLD)
+    job_rate: float = DEFAULT_DEVICES_PER_SECOND  # emulator import/export jobs, real-service time
+    job_start: float = DEFAULT_START_SECONDS
     single: bool = True
     out: Path = Path("bench/out")
     command: str = "python -m bench"
@@ -54,6 +57,7 @@ def run(options: BenchOptions, log: Callable[[str], None] = lambda _l: None) -> 
         settings = GroupSettings(
             action=options.action, time_compression=options.compression, naive_sample=options.naive_sample,
             storage=blobs.connection_string, import_job_threshold=options.import_job_threshold,
+            job_rate=options.job_rate, job_start=options.job_start,
         )
         for size in options.sizes:
             log(f"group purge: {size:,} devices (engine; engine on the bulk path if it made jobs; naive)")
@@ -86,7 +90,8 @@ def assemble(raw: dict[str, Any], options: BenchOptions) -> dict[str, Any]:
     threshold = options.import_job_threshold or (used[0] if used else options.targets.import_job_threshold)
     targets = replace(options.targets, import_job_threshold=int(threshold))
     groups = [
-        {**report.group_summary(g), "raw": {k: g[k] for k in report.SIDES if k in g}} for g in raw["group"]
+        {**report.group_summary(g, targets.speedup_at_10k), "raw": {k: g[k] for k in report.SIDES if k in g}}
+        for g in raw["group"]
     ]
     verdicts: list[report.Verdict] = []
     if groups:
@@ -120,6 +125,8 @@ def assemble(raw: dict[str, Any], options: BenchOptions) -> dict[str, Any]:
         "action": options.action,
         "naiveSample": options.naive_sample,
         "importJobThreshold": targets.import_job_threshold,
+        "jobDevicesPerSecond": options.job_rate,
+        "jobStartSeconds": options.job_start,
         "targets": targets.__dict__,
     }
     return {

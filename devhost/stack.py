@@ -33,8 +33,8 @@ from devhost.azurite import AzuriteError, AzuriteHandle, start_azurite
 from devhost.demo_run import run_demo
 from devhost.host import Host, HostOptions
 from devhost.keys import keys_file, load_keys
+from emulator.options import Options as EmulatorOptions
 from emulator.server import Emulator
-from emulator.server import Options as EmulatorOptions
 
 log = logging.getLogger("devhost.stack")
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -12,7 +12,9 @@ import signal
 import threading
 from pathlib import Path
 
-from emulator.server import CONFIG_FILE, Emulator, Options
+from emulator.iothub.jobtiming import DEFAULT_DEVICES_PER_SECOND, DEFAULT_START_SECONDS, check_number
+from emulator.options import Options
+from emulator.server import CONFIG_FILE, Emulator
 
 
 def parse_args(argv: list[str] | None = None) -> Options:
@@ -24,7 +26,11 @@ def parse_args(argv: list[str] | None = None) -> Options:
     parser.add_argument("--tier", default="S1", help="hub tier for throttling: S1|S2|S3|F1|off (default S1)")
     parser.add_argument("--units", type=int, default=1, help="hub units (default 1)")
     parser.add_argument("--time-compression", type=float, default=1.0,
-                        help="divide throttle windows by this factor (default 1)")
+                        help="divide throttle windows and job durations by this factor (default 1)")
+    parser.add_argument("--job-rate", type=float, default=DEFAULT_DEVICES_PER_SECOND,
+                        help="import/export job devices per second, real-service time (default ~278)")
+    parser.add_argument("--job-start-latency", type=float, default=DEFAULT_START_SECONDS,
+                        help="seconds a job stays enqueued, real-service time (default 10)")
     parser.add_argument("--latency-ms", type=float, default=0.0, help="added latency per call")
     parser.add_argument("--no-dps-throttle", action="store_true", help="disable the DPS 1,000/min budgets")
     parser.add_argument("--persist", action="store_true", help="keep state and ports across restarts")
@@ -36,12 +42,19 @@ def parse_args(argv: list[str] | None = None) -> Options:
     args = parser.parse_args(argv)
     if args.hubs < 1:
         parser.error("--hubs must be at least 1")
+    try:  # the same checks as the admin API's, with the flag's name
+        check_number("--time-compression", args.time_compression, positive=True)
+        check_number("--job-rate", args.job_rate, positive=True)
+        check_number("--job-start-latency", args.job_start_latency, positive=False)
+    except ValueError as exc:
+        parser.error(str(exc))
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(message)s")
     return Options(state_dir=args.state_dir, hubs=args.hubs, host=args.host, port=args.port, tier=args.tier,
                    units=args.units, time_compression=args.time_compression, latency_ms=args.latency_ms,
                    persist=args.persist, dps_throttle=not args.no_dps_throttle,
-                   standard_ports=args.standard_ports, dps_retry_after=args.retry_after)
+                   standard_ports=args.standard_ports, dps_retry_after=args.retry_after,
+                   job_rate=args.job_rate, job_start=args.job_start_latency)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -36,7 +36,9 @@ class Emulator(Protocol):
 KNOB_KEYS = {
     "latency": ("latencyMs", "jitterMs"),
     "throttle": ("tier", "units", "dpsThrottle", "timeCompression"),
-    "knobs": ("latencyMs", "jitterMs", "tier", "units", "dpsThrottle", "timeCompression", "faults"),
+    "jobs": ("jobDevicesPerSecond", "jobStartSeconds", "timeCompression"),
+    "knobs": ("latencyMs", "jitterMs", "tier", "units", "dpsThrottle", "timeCompression", "faults",
+              "jobDevicesPerSecond", "jobStartSeconds"),
 }
 
 

@@ -5,6 +5,10 @@ Throttling follows docs/azure-behaviour.md §8 as a fixed-window counter per (se
 fraction of a second. Bulk registry calls cost one unit per device (H1). Not pinned by a documented
 source: IoT Hub's traffic shaping (queueing before rejecting) is not modelled — over-budget calls get
 429 at once, with ``Retry-After`` = seconds until the window ends (at least 1).
+
+Import/export jobs take time on the same compressed clock (``emulator.iothub.jobtiming``): the knobs hold
+their rate and start latency, hand each new job a ``JobTiming`` and keep a record of the jobs that ended
+(``counters()["jobs"]``), so a benchmark can read what each job modelled.
 """
 
 from __future__ import annotations
@@ -17,6 +21,14 @@ import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from emulator.http import ServiceError
+from emulator.iothub.jobtiming import (
+    DEFAULT_DEVICES_PER_SECOND,
+    DEFAULT_START_SECONDS,
+    JobTiming,
+    check_number,
+)
 
 # Per-minute budgets by tier (docs/azure-behaviour.md §8.1).
 _HUB_TIERS: dict[str, dict[str, tuple[float, float]]] = {
@@ -70,6 +82,30 @@ class FaultConfig:
         return not self.paths or any(re.search(p, path) for p in self.paths)
 
 
+def _number(positive: bool) -> Any:
+    return lambda key, value: check_number(key, value, positive=positive)
+
+
+def _units(key: str, value: Any) -> int:
+    number = check_number(key, value, positive=True)
+    if number != int(number):
+        raise ValueError(f"{key} must be a whole number > 0; got {value!r}")
+    return int(number)
+
+
+# admin/CLI key -> (attribute, checked conversion); F and the job rate divide time, so they must be > 0
+_SETTINGS: dict[str, tuple[str, Any]] = {
+    "timeCompression": ("time_compression", _number(True)),
+    "latencyMs": ("latency_ms", _number(False)),
+    "jitterMs": ("jitter_ms", _number(False)),
+    "tier": ("hub_tier", lambda _key, value: str(value)),
+    "units": ("hub_units", _units),
+    "dpsThrottle": ("dps_throttle", lambda _key, value: bool(value)),
+    "jobDevicesPerSecond": ("job_rate", _number(True)),
+    "jobStartSeconds": ("job_start", _number(False)),
+}
+
+
 @dataclass(frozen=True)
 class Decision:
     """What the server must do instead of dispatching: ``throttle``, ``fault5xx``, ``fault429``, ``drop``."""
@@ -96,12 +132,15 @@ class Knobs:
     hub_units: int = 1
     dps_throttle: bool = False
     faults: FaultConfig = field(default_factory=FaultConfig)
+    job_rate: float = DEFAULT_DEVICES_PER_SECOND
+    job_start: float = DEFAULT_START_SECONDS
     _limits: dict[str, dict[str, float]] = field(default_factory=dict)
     _windows: dict[tuple[str, str], _Window] = field(default_factory=lambda: defaultdict(_Window))
     _counters: dict[str, dict[str, dict[str, int]]] = field(
         default_factory=lambda: defaultdict(lambda: defaultdict(lambda: defaultdict(int))))
     _units: dict[str, dict[str, float]] = field(
         default_factory=lambda: defaultdict(lambda: defaultdict(float)))
+    _jobs: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _rng: random.Random = field(default_factory=random.Random)
 
@@ -117,20 +156,32 @@ class Knobs:
             self._windows.clear()
 
     def update(self, data: dict[str, Any], hubs: list[str]) -> None:
-        """Apply an admin/CLI settings dict (keys as in ``settings()``)."""
-        mapping = {"timeCompression": "time_compression", "latencyMs": "latency_ms", "jitterMs": "jitter_ms",
-                   "tier": "hub_tier", "units": "hub_units", "dpsThrottle": "dps_throttle"}
-        for key, attr in mapping.items():
-            if key in data:
-                setattr(self, attr, type(getattr(self, attr))(data[key]))
-        if "faults" in data:
-            self.faults = FaultConfig.from_dict(data["faults"] or {})
+        """Apply an admin/CLI settings dict (keys as in ``settings()``). Every value is checked before any
+        is applied, so a bad one changes nothing: 400 ``BadRequest`` naming the knob."""
+        try:
+            values = {attr: check(key, data[key]) for key, (attr, check) in _SETTINGS.items() if key in data}
+            faults = FaultConfig.from_dict(data["faults"] or {}) if "faults" in data else self.faults
+        except (TypeError, ValueError) as exc:
+            raise ServiceError(400, "BadRequest", str(exc)) from exc
+        for attr, value in values.items():
+            setattr(self, attr, value)
+        self.faults = faults
         self.configure_limits(hubs)
+
+    def job_timing(self) -> JobTiming:
+        """The timing a job created now gets (rate and start latency in real time, compressed by F)."""
+        return JobTiming(self.job_rate, self.job_start, self.time_compression)
+
+    def record_job(self, hub: str, summary: dict[str, Any]) -> None:
+        """Keep what an ended job modelled (``counters()["jobs"]``); cleared with the counters."""
+        with self._lock:
+            self._jobs[hub].append(dict(summary))
 
     def settings(self) -> dict[str, Any]:
         return {"timeCompression": self.time_compression, "windowSeconds": self.window_seconds,
                 "latencyMs": self.latency_ms, "jitterMs": self.jitter_ms, "tier": self.hub_tier,
                 "units": self.hub_units, "dpsThrottle": self.dps_throttle, "faults": asdict(self.faults),
+                "jobDevicesPerSecond": self.job_rate, "jobStartSeconds": self.job_start,
                 "limitsPerMinute": {k: dict(v) for k, v in self._limits.items()}}
 
     def delay(self) -> float:
@@ -184,13 +235,15 @@ class Knobs:
         with self._lock:
             calls = {s: {op: dict(st) for op, st in ops.items()} for s, ops in self._counters.items()}
             units = {s: dict(b) for s, b in self._units.items()}
+            jobs = {hub: [dict(j) for j in ended] for hub, ended in self._jobs.items()}
         return {"timeCompression": self.time_compression, "windowSeconds": self.window_seconds,
-                "calls": calls, "units": units}
+                "calls": calls, "units": units, "jobs": jobs}
 
     def reset(self, hubs: list[str], defaults: dict[str, Any]) -> None:
         """Back to the start-up settings ``defaults`` (a ``settings()``-shaped dict); counters cleared."""
         with self._lock:
             self._counters.clear()
             self._units.clear()
+            self._jobs.clear()
         self.faults = FaultConfig()
         self.update(defaults, hubs)

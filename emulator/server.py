@@ -18,7 +18,6 @@ import json
 import random
 import secrets
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ from emulator.http import ServiceError
 from emulator.iothub.routes import HubService
 from emulator.iothub.state import HubState
 from emulator.knobs import Knobs
+from emulator.options import Options
 from emulator.tls import TlsFiles, ensure_tls, server_context
 from emulator.wire import Dispatcher, TlsHttpServer
 
@@ -37,28 +37,6 @@ DPS_POLICY = "provisioningserviceowner"
 HUB_POLICY = "iothubowner"
 STANDARD_PORT = 443
 _ADDRESS_TRIES = 30
-
-
-@dataclass(frozen=True)
-class Options:
-    """Start-up settings (the CLI flags of ``python -m emulator``)."""
-
-    state_dir: Path
-    hubs: int = 2
-    host: str = "127.0.0.1"
-    port: int = 0
-    tier: str = "S1"
-    units: int = 1
-    time_compression: float = 1.0
-    latency_ms: float = 0.0
-    persist: bool = False
-    dps_throttle: bool = True
-    standard_ports: bool = False
-    dps_retry_after: float = 1.0
-
-    def knob_defaults(self) -> dict[str, Any]:
-        return {"tier": self.tier, "units": self.units, "timeCompression": self.time_compression,
-                "latencyMs": self.latency_ms, "jitterMs": 0.0, "dpsThrottle": self.dps_throttle}
 
 
 def _key() -> str:
@@ -99,7 +77,7 @@ class Emulator:
         self.dps_service = dps_service
         dispatchers = [Dispatcher(dps_service, self.knobs, AdminService(self), on_mutation=self._mutated)]
         for index, hub in enumerate(self.hubs):
-            service = HubService(hub, {HUB_POLICY: self._secrets["hubKeys"][index]})
+            service = HubService(hub, {HUB_POLICY: self._secrets["hubKeys"][index]}, self.knobs)
             dispatchers.append(Dispatcher(service, self.knobs, on_mutation=self._mutated))
         if opts.standard_ports:
             self._bind_standard(dispatchers, (previous or {}).get("addresses"))

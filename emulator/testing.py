@@ -25,7 +25,8 @@ import requests
 
 from emulator import sas
 from emulator.iothub.device_api import CLIENT_CERT_HEADER
-from emulator.server import Emulator, Options
+from emulator.options import Options
+from emulator.server import Emulator
 
 
 @dataclass

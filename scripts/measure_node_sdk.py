@@ -43,7 +43,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from devhost import node_device  # noqa: E402  (after the path tweak: run as a script)
-from emulator.server import Emulator, Options  # noqa: E402
+from emulator.options import Options  # noqa: E402
+from emulator.server import Emulator  # noqa: E402
 
 # Node side of the handshake measurement: arguments on stdin, one JSON line out (milliseconds per handshake).
 HANDSHAKE_JS = r"""

@@ -30,14 +30,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from shared.adapters.audit_tables import TableAuditLease, TableAuditReportStore, TableSuppressionStore
+from shared.adapters.blob_container import BlobContainer, blob_account, create_container
 from shared.adapters.dps import DpsProvisioningService
-from shared.adapters.hub_jobs import (
-    BlobContainer,
-    HubImportJobs,
-    blob_account,
-    create_container,
-    job_manager,
-)
+from shared.adapters.hub_jobs import JOB_SAS_TTL, HubImportJobs, job_manager
 from shared.adapters.iothub import HubRegistries
 from shared.adapters.journal_tables import TableJournal, identity_table_service
 from shared.adapters.notifier import OutcomeNotifier, OutcomeSender, ServiceBusOutcomeSender
@@ -174,7 +169,8 @@ def import_container_name(hub: str, prefix: str = "") -> str:
 def import_jobs(settings: Settings, storage: str | None, prefix: str = "") -> ImportJobs | None:
     """``GroupWork.import_jobs`` over the storage account's blob service; None without an account key.
     A hub without a connection string (identity-based or not configured) gets None: it stays on the bulk
-    path. A runner is made per purge (its container SAS lives 2 h); each container is created once."""
+    path. A runner is made per purge (its container SAS lives ``JOB_SAS_TTL``, 12 h: long enough for the
+    export and import of a full hub); each container is created once."""
     account = blob_account(storage) if storage else None
     if account is None:
         return None
@@ -190,7 +186,8 @@ def import_jobs(settings: Settings, storage: str | None, prefix: str = "") -> Im
             if name not in created:
                 create_container(account, name)
                 created.add(name)
-        container = BlobContainer.for_account(account.endpoint, account.name, account.key, name)
+        container = BlobContainer.for_account(account.endpoint, account.name, account.key, name,
+                                              ttl=JOB_SAS_TTL)
         return HubImportJobs(hub, job_manager(connection, settings.emulator_ca_bundle), container)
 
     return for_hub

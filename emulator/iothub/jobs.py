@@ -11,9 +11,15 @@ emulator never reaches out beyond 127.0.0.1.
 * export: writes ``outputBlobName`` (default ``devices.txt``), one device per line; ``excludeKeysInExport``
   drops the symmetric keys.
 
-Jobs run on a worker thread right after creation: ``enqueued`` → ``running`` → ``completed``/``failed``.
-One import/export job may be active per hub (a second → 429 ``ThrottlingMaxActiveJobCountExceeded``).
-Not modelled: job history expiry (30 days), identity-based storage access, configurations export.
+Jobs take time (``emulator.iothub.jobtiming``: start latency, then devices per second, both compressed by
+F): ``enqueued`` for the start latency, then ``running`` with ``progress`` (the wire's percentage field)
+rising as devices are handled, then ``completed``/``failed`` at the modelled end. An import applies its
+lines in blob order as it goes, so its changes become visible progressively, as the registry of a real
+hub changes while its job runs; an export reads the registry when it starts running and writes its blob
+at the end (a reader must wait for ``completed`` anyway). A cancelled job stops where it is: lines already
+applied stay applied. One import/export job may be active per hub (a second → 429
+``ThrottlingMaxActiveJobCountExceeded``). Not modelled: job history expiry (30 days), identity-based
+storage access, configurations export.
 """
 
 from __future__ import annotations
@@ -21,18 +27,23 @@ from __future__ import annotations
 import ipaddress
 import json
 import threading
+import time
 import urllib.error
 import urllib.request
 import uuid
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 from emulator.http import ServiceError
 from emulator.iothub.bulk import EntryError, apply_entry
+from emulator.iothub.jobtiming import JobTiming
 from emulator.iothub.model import hub_error, now_iso, validate_device_id
 from emulator.iothub.state import HubState
 
 ACTIVE = ("enqueued", "running")
+# How often a running job applies its next devices and updates ``progress`` (wall seconds): fine enough for a
+# compressed job of a second, cheap for an uncompressed one of an hour.
+TICK_SECONDS = 0.1
 
 
 def _blob_url(container_uri: str, blob: str) -> str:
@@ -75,12 +86,79 @@ def _export_line(view: dict[str, Any], twin: dict[str, Any], exclude_keys: bool)
     return json.dumps(record)
 
 
-class JobRunner:
-    """The jobs of one hub; thread-safe."""
+class JobClock(Protocol):
+    """Where jobs get their timing and report their end (``emulator.knobs.Knobs``)."""
 
-    def __init__(self, state: HubState) -> None:
+    def job_timing(self) -> JobTiming: ...
+
+    def record_job(self, hub: str, summary: dict[str, Any]) -> None: ...
+
+
+def _line_error(number: int, code: str, status: str) -> str:
+    return json.dumps({"line": number, "errorCode": code, "errorStatus": status})
+
+
+class _ImportWork:
+    """An import's lines, read when the job starts running and applied in order as the job advances."""
+
+    def __init__(self, state: HubState, job: dict[str, Any]) -> None:
+        self.state, self.job = state, job
+        text = _get_blob(_blob_url(job["inputBlobContainerUri"], job.get("inputBlobName") or "devices.txt"))
+        self.lines = [(n, line) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
+        self.total = len(self.lines)
+        self.errors: list[str] = []
+
+    def advance(self, start: int, stop: int, halt: threading.Event) -> None:
+        with self.state.lock:
+            if halt.is_set():  # checked under the registry lock: a reset or cancel wins over this chunk
+                return
+            devices = self.state.raw()
+            for number, line in self.lines[start:stop]:
+                try:
+                    entry = json.loads(line)
+                    validate_device_id(entry.get("id") or "")
+                    apply_entry(self.state, devices, entry)
+                except EntryError as exc:
+                    self.errors.append(_line_error(number, exc.code, exc.status))
+                except ServiceError as exc:
+                    self.errors.append(_line_error(number, str(exc.code), exc.message))
+                except (ValueError, AttributeError) as exc:
+                    self.errors.append(_line_error(number, "ArgumentInvalid", str(exc)[:200]))
+            self.state.bump()
+
+    def finish(self) -> None:
+        if self.errors:
+            url = _blob_url(self.job["outputBlobContainerUri"], "importErrors.log")
+            _put_blob(url, "\n".join(self.errors) + "\n")
+
+
+class _ExportWork:
+    """An export: the registry as it stands when the job starts running, written out at the end."""
+
+    def __init__(self, state: HubState, job: dict[str, Any]) -> None:
+        self.job = job
+        exclude = bool(job.get("excludeKeysInExport"))
+        with state.lock:
+            self.lines = [_export_line(i.device_view(), i.twin_view(), exclude) for i in state.raw().values()]
+        self.total = len(self.lines)
+
+    def advance(self, start: int, stop: int, halt: threading.Event) -> None:
+        """Nothing to apply: the blob is written whole by ``finish``."""
+
+    def finish(self) -> None:
+        blob = self.job.get("outputBlobName") or "devices.txt"
+        text = "\n".join(self.lines) + ("\n" if self.lines else "")
+        _put_blob(_blob_url(self.job["outputBlobContainerUri"], blob), text)
+
+
+class JobRunner:
+    """The jobs of one hub; thread-safe. Each job runs on its own worker thread."""
+
+    def __init__(self, state: HubState, clock: JobClock) -> None:
         self.state = state
+        self._clock = clock
         self._jobs: dict[str, dict[str, Any]] = {}
+        self._stops: dict[str, threading.Event] = {}  # set on cancel or reset: the worker stops waiting
         self._lock = threading.Lock()
 
     def create(self, body: Any) -> dict[str, Any]:
@@ -89,6 +167,7 @@ class JobRunner:
         wanted = "inputBlobContainerUri" if body["type"] == "import" else "outputBlobContainerUri"
         if not body.get(wanted) or (body["type"] == "import" and not body.get("outputBlobContainerUri")):
             raise hub_error(400, "ArgumentInvalid", f"{wanted} and outputBlobContainerUri are required.")
+        timing = self._clock.job_timing()  # fixed now: a later knob change does not stretch this job
         with self._lock:
             if any(job["status"] in ACTIVE for job in self._jobs.values()):
                 raise hub_error(429, "ThrottlingMaxActiveJobCountExceeded", "Another job is active.")
@@ -96,8 +175,10 @@ class JobRunner:
                    "startTimeUtc": now_iso(), "endTimeUtc": None, "failureReason": None,
                    "storageAuthenticationType": body.get("storageAuthenticationType") or "keyBased"}
             self._jobs[job["jobId"]] = job
+            stop = self._stops[job["jobId"]] = threading.Event()
             snapshot = dict(job)
-        threading.Thread(target=self._run, args=(job["jobId"],), name="hub-job", daemon=True).start()
+        args = (job["jobId"], timing, stop)
+        threading.Thread(target=self._run, args=args, name="hub-job", daemon=True).start()
         return snapshot
 
     def get(self, job_id: str) -> dict[str, Any]:
@@ -117,63 +198,66 @@ class JobRunner:
                 raise hub_error(404, "JobNotFound", f"Job {job_id} not found.")
             if job["status"] in ACTIVE:
                 job["status"], job["endTimeUtc"] = "cancelled", now_iso()
+                self._stops[job_id].set()
             return dict(job)
 
     def reset(self) -> None:
         with self._lock:
+            for stop in self._stops.values():
+                stop.set()
             self._jobs.clear()
+            self._stops.clear()
 
-    def _update(self, job_id: str, **changes: Any) -> dict[str, Any]:
+    def _update(self, job_id: str, **changes: Any) -> dict[str, Any] | None:
+        """Apply ``changes`` unless the job was cancelled; None once a reset removed it."""
         with self._lock:
-            job = self._jobs[job_id]
-            if job["status"] == "cancelled":
-                return dict(job)
-            job.update(changes)
+            job = self._jobs.get(job_id)
+            if job is None:
+                return None
+            if job["status"] != "cancelled":
+                job.update(changes)
             return dict(job)
 
-    def _run(self, job_id: str) -> None:
+    def _run(self, job_id: str, timing: JobTiming, stop: threading.Event) -> None:
+        if stop.wait(timing.start_delay()):
+            return  # cancelled or reset while enqueued
         job = self._update(job_id, status="running")
-        if job["status"] == "cancelled":
+        if job is None or job["status"] != "running":
             return
+        total = 0
         try:
-            if job["type"] == "import":
-                self._import(job)
-            else:
-                self._export(job)
+            work = _ImportWork(self.state, job) if job["type"] == "import" else _ExportWork(self.state, job)
+            total = work.total
+            if not self._advance(job_id, work, timing, stop):
+                return
+            work.finish()
         except (OSError, ValueError, urllib.error.URLError) as exc:
-            self._update(job_id, status="failed", endTimeUtc=now_iso(), failureReason=str(exc)[:200])
+            self._end(job_id, timing, total, status="failed", failureReason=str(exc)[:200])
             return
-        self._update(job_id, status="completed", progress=100, endTimeUtc=now_iso())
+        self._end(job_id, timing, total, status="completed", progress=100)
 
-    def _import(self, job: dict[str, Any]) -> None:
-        text = _get_blob(_blob_url(job["inputBlobContainerUri"], job.get("inputBlobName") or "devices.txt"))
-        errors: list[str] = []
-        with self.state.lock:
-            devices = self.state.raw()
-            for number, line in enumerate(text.splitlines(), start=1):
-                if not line.strip():
-                    continue
-                try:
-                    entry = json.loads(line)
-                    validate_device_id(entry.get("id") or "")
-                    apply_entry(self.state, devices, entry)
-                except EntryError as exc:
-                    errors.append(json.dumps({"line": number, "errorCode": exc.code,
-                                              "errorStatus": exc.status}))
-                except ServiceError as exc:
-                    errors.append(json.dumps({"line": number, "errorCode": str(exc.code),
-                                              "errorStatus": exc.message}))
-                except (ValueError, AttributeError) as exc:
-                    errors.append(json.dumps({"line": number, "errorCode": "ArgumentInvalid",
-                                              "errorStatus": str(exc)[:200]}))
-            self.state.bump()
-        if errors:
-            _put_blob(_blob_url(job["outputBlobContainerUri"], "importErrors.log"), "\n".join(errors) + "\n")
+    def _advance(self, job_id: str, work: _ImportWork | _ExportWork, timing: JobTiming,
+                 stop: threading.Event) -> bool:
+        """Handle the work at the modelled rate; False when the job was cancelled or reset meanwhile."""
+        started, done = time.monotonic(), 0
+        while True:
+            due = timing.processed(work.total, time.monotonic() - started)
+            if due > done:
+                work.advance(done, due, stop)
+                done = due
+                # 100 is kept for ``completed``: the blob is still to be written
+                if self._update(job_id, progress=min(99, 100 * done // work.total)) is None:
+                    return False
+            if done >= work.total:
+                return True
+            left = timing.run_seconds(work.total) - (time.monotonic() - started)
+            if stop.wait(min(TICK_SECONDS, max(left, 0.0))):
+                return False
 
-    def _export(self, job: dict[str, Any]) -> None:
-        with self.state.lock:
-            identities = list(self.state.raw().values())
-            lines = [_export_line(i.device_view(), i.twin_view(), bool(job.get("excludeKeysInExport")))
-                     for i in identities]
-        blob = job.get("outputBlobName") or "devices.txt"
-        _put_blob(_blob_url(job["outputBlobContainerUri"], blob), "\n".join(lines) + ("\n" if lines else ""))
+    def _end(self, job_id: str, timing: JobTiming, devices: int, **changes: Any) -> None:
+        job = self._update(job_id, endTimeUtc=now_iso(), **changes)
+        if job is None or job["status"] == "cancelled":
+            return
+        self._clock.record_job(self.state.name, {
+            "jobId": job_id, "type": job["type"], "status": job["status"], "devices": devices,
+            "modelledRealSeconds": timing.real_seconds(devices)})

@@ -16,7 +16,7 @@ from typing import Any
 from emulator import sas
 from emulator.http import Request, Response, Router, ServiceError
 from emulator.iothub import bulk, device_api, query
-from emulator.iothub.jobs import JobRunner
+from emulator.iothub.jobs import JobClock, JobRunner
 from emulator.iothub.model import hub_error
 from emulator.iothub.state import HubState
 
@@ -130,11 +130,11 @@ _BUCKETS = {"/devices/query": "query", "/twins": "twin", "/jobs": "jobs", "/stat
 class HubService:
     """One emulated hub as the server mounts it: router, SAS check, error formatting, throttle buckets."""
 
-    def __init__(self, state: HubState, policy_keys: Mapping[str, str]) -> None:
+    def __init__(self, state: HubState, policy_keys: Mapping[str, str], clock: JobClock) -> None:
         self.state = state
         self.name = state.name
         self.policy_keys = dict(policy_keys)
-        self.jobs = JobRunner(state)
+        self.jobs = JobRunner(state, clock)
         state.reset_hooks.append(self.jobs.reset)
         self.router = build_router(state, self.jobs)
 

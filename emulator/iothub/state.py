@@ -226,11 +226,13 @@ class HubState:
         return count
 
     def reset(self) -> None:
+        # hooks first: a running import job is stopped before the registry empties, so none of its lines
+        # lands in the fresh registry
+        for hook in self.reset_hooks:
+            hook()
         with self._lock:
             self._devices.clear()
             self.version += 1
-        for hook in self.reset_hooks:
-            hook()
 
     def to_dict(self) -> dict[str, Any]:
         with self._lock:

@@ -10,24 +10,24 @@ throttle does not limit: one job replaces thousands of throttled bulk calls.
   Bounded memory: the wanted IDs sit in a temporary SQLite file; the rewritten lines stream from the export
   straight into the import blob (they hold keys, so they never touch local disk).
 
-Blob storage is reached over plain HTTP(S) with a container SAS (no blob SDK in this app). The SAS is a
-service SAS for one container, signed here with the account key (string-to-sign of version 2020-12-06+).
-The working container is created once with a short-lived *account* SAS (a container's own SAS cannot
-create it): ``blob_account`` reads endpoint, name and key from a storage connection string and
-``create_container`` creates the container if absent (wiring and the integration tests both use them).
+Blob storage is reached over plain HTTP(S) with a container SAS (``shared.adapters.blob_container``).
 
 Not pinned by a documented source: the layout of ``importErrors.log``. This adapter reads each line as JSON
 and looks only at ``errorCode``: ``DeviceNotFound`` counts as unchanged (an absent identity cannot connect),
 anything else as failed. Only one import/export job may be active per hub: a second one is answered 429
 (``ThrottlingMaxActiveJobCountExceeded``), which surfaces as ``Throttled`` and so as a redelivery.
+
+Jobs take minutes (docs/azure-behaviour.md §9: ~1M devices per hour on S3), so the poll backs off from
+``poll_interval`` to ``max_poll_interval`` (5 s, the interval of Microsoft's bulk-identity sample): a long
+job costs a dozen jobs-budget operations a minute, not 120 (S1 allows 100 a minute per unit). A job is given
+up (``Transient``) after ``timeout`` seconds plus one second per ``SLOWEST_DEVICES_PER_SECOND`` devices it
+carries, and the deadline moves on while the job's ``progress`` rises, so a large job that advances is never
+abandoned, while one stuck in the queue is.
 """
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
-import hashlib
-import hmac
 import json
 import sqlite3
 import time
@@ -35,156 +35,27 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
 
-import requests
 from azure.iot.hub import IoTHubJobManager
 from azure.iot.hub.protocol.models import JobProperties
 
+from shared.adapters.blob_container import BlobContainer
 from shared.adapters.iothub import host_name_of
 from shared.adapters.sdk_errors import guarded
-from shared.errors import NotFound, Permanent, Transient
+from shared.errors import Permanent, Transient
 from shared.retry import Retrier
 
-BLOCK_BYTES = 4 * 1024 * 1024
-SAS_VERSION = "2021-08-06"
 ERRORS_BLOB = "importErrors.log"  # fixed name written by the service: one working container per hub
 _DONE = ("completed", "failed", "cancelled")
-
-
-def container_sas(account: str, key_b64: str, container: str, *, expiry: dt.datetime,
-                  permissions: str = "racwdl") -> str:
-    """A service SAS (query string) for one container, valid until ``expiry`` (UTC)."""
-    fields = {"sp": permissions, "st": "", "se": expiry.strftime("%Y-%m-%dT%H:%M:%SZ"),
-              "canonical": f"/blob/{account}/{container}", "si": "", "sip": "", "spr": "https,http",
-              "sv": SAS_VERSION, "sr": "c", "snapshot": "", "ses": "", "rscc": "", "rscd": "", "rsce": "",
-              "rscl": "", "rsct": ""}
-    digest = hmac.new(base64.b64decode(key_b64), "\n".join(fields.values()).encode(), hashlib.sha256).digest()
-    query = {k: fields[k] for k in ("sv", "sr", "sp", "se", "spr")}
-    query["sig"] = base64.b64encode(digest).decode()
-    return "&".join(f"{k}={quote(v, safe='')}" for k, v in query.items())
-
-
-@dataclass(frozen=True, repr=False)
-class BlobAccount:
-    """Blob endpoint, account name and key of a storage connection string (``repr`` hides the key)."""
-
-    endpoint: str
-    name: str
-    key: str
-
-    def __repr__(self) -> str:
-        return f"BlobAccount(endpoint={self.endpoint!r}, name={self.name!r}, key=<hidden>)"
-
-
-def blob_account(connection_string: str) -> BlobAccount | None:
-    """``BlobEndpoint`` with ``AccountName``/``AccountKey``; without any explicit endpoint, the default one
-    (``<protocol>://<account>.blob.<suffix>``). None without an account key (e.g. a SAS-only string) or when
-    other services have explicit endpoints but blob has none (e.g. Azurite without its blob service)."""
-    pairs = (part.partition("=") for part in connection_string.split(";"))
-    parts = {k.strip().lower(): v.strip() for k, _, v in pairs}
-    name, key = parts.get("accountname"), parts.get("accountkey")
-    if not name or not key:
-        return None
-    endpoint = parts.get("blobendpoint")
-    if endpoint is None and any(k.endswith("endpoint") for k in parts):
-        return None
-    endpoint = endpoint or (f"{parts.get('defaultendpointsprotocol') or 'https'}://{name}.blob."
-                            f"{parts.get('endpointsuffix') or 'core.windows.net'}")
-    return BlobAccount(endpoint.rstrip("/"), name, key)
-
-
-def create_container(account: BlobAccount, name: str, *, timeout: float = 10.0) -> None:
-    """Create ``name`` if absent, with a short-lived account SAS (a container's own SAS cannot create it)."""
-    expiry = (dt.datetime.now(dt.UTC) + dt.timedelta(minutes=10)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    fields = {"sv": SAS_VERSION, "ss": "b", "srt": "c", "sp": "c", "se": expiry, "spr": "https,http"}
-    to_sign = "\n".join([account.name, "c", "b", "c", "", expiry, "", fields["spr"], SAS_VERSION, "", ""])
-    fields["sig"] = base64.b64encode(hmac.new(base64.b64decode(account.key), to_sign.encode(),
-                                              hashlib.sha256).digest()).decode()
-    query = "&".join(f"{k}={quote(v, safe='')}" for k, v in fields.items())
-    try:
-        response = requests.put(f"{account.endpoint}/{name}?restype=container&{query}", timeout=timeout)
-    except requests.RequestException as exc:
-        raise Transient(f"create container: blob storage unreachable ({type(exc).__name__})") from exc
-    if response.status_code >= 500 or response.status_code in (408, 429):
-        raise Transient(f"create container: blob storage answered {response.status_code}")
-    if response.status_code not in (201, 409):  # 409: it exists already
-        raise Permanent(f"create container: blob storage answered {response.status_code}")
-
-
-class BlobContainer:
-    """One container through its SAS URI (``https://host/account/container?sas``). Never logs the URI."""
-
-    def __init__(self, sas_uri: str, *, timeout: float = 30.0) -> None:
-        self.sas_uri = sas_uri
-        self._base, _, self._sas = sas_uri.partition("?")
-        self._timeout = timeout
-        self._http = requests.Session()
-
-    @classmethod
-    def for_account(cls, blob_endpoint: str, account: str, key_b64: str, container: str, *,
-                    ttl: dt.timedelta = dt.timedelta(hours=2)) -> BlobContainer:
-        expiry = dt.datetime.now(dt.UTC) + ttl
-        sas = container_sas(account, key_b64, container, expiry=expiry)
-        return cls(f"{blob_endpoint.rstrip('/')}/{container}?{sas}")
-
-    def _url(self, blob: str | None = None, **params: str) -> str:
-        path = self._base if blob is None else f"{self._base}/{quote(blob)}"
-        extra = "".join(f"&{k}={quote(v, safe='')}" for k, v in params.items())
-        return f"{path}?{self._sas}{extra}"
-
-    def _send(self, method: str, url: str, what: str, **kwargs: Any) -> requests.Response:
-        try:
-            response = self._http.request(method, url, timeout=self._timeout, **kwargs)
-        except requests.RequestException as exc:
-            raise Transient(f"{what}: blob storage unreachable ({type(exc).__name__})") from exc
-        if response.status_code == 404:
-            raise NotFound(f"{what}: blob storage answered 404")
-        if response.status_code >= 500 or response.status_code in (408, 429):
-            raise Transient(f"{what}: blob storage answered {response.status_code}")
-        if response.status_code >= 400 and response.status_code != 409:
-            raise Permanent(f"{what}: blob storage answered {response.status_code}")
-        return response
-
-    def put_lines(self, blob: str, lines: Iterable[str]) -> int:
-        """Upload ``lines`` as a block blob in ≤4 MiB blocks (bounded memory); returns the line count."""
-        blocks: list[str] = []
-        buffer, size, count = [], 0, 0
-        for line in lines:
-            data = line.encode() + b"\n"
-            buffer.append(data)
-            size, count = size + len(data), count + 1
-            if size >= BLOCK_BYTES:
-                blocks.append(self._put_block(blob, len(blocks), b"".join(buffer)))
-                buffer, size = [], 0
-        if buffer or not blocks:
-            blocks.append(self._put_block(blob, len(blocks), b"".join(buffer)))
-        body = "<?xml version='1.0' encoding='utf-8'?><BlockList>" + "".join(
-            f"<Latest>{b}</Latest>" for b in blocks) + "</BlockList>"
-        self._send("PUT", self._url(blob, comp="blocklist"), "put block list", data=body.encode())
-        return count
-
-    def _put_block(self, blob: str, number: int, data: bytes) -> str:
-        block_id = base64.b64encode(f"block-{number:08d}".encode()).decode()
-        self._send("PUT", self._url(blob, comp="block", blockid=block_id), "put block", data=data)
-        return block_id
-
-    def iter_lines(self, blob: str) -> Iterator[str]:
-        """The blob's non-empty lines, streamed; a missing blob has none."""
-        try:
-            response = self._send("GET", self._url(blob), "read blob", stream=True)
-        except NotFound:
-            return
-        with response:
-            for raw in response.iter_lines():
-                if raw.strip():
-                    yield raw.decode("utf-8")
-
-    def delete(self, blob: str) -> None:
-        try:
-            self._send("DELETE", self._url(blob), "delete blob")
-        except NotFound:
-            return
+MAX_POLL_SECONDS = 5.0
+POLL_BACKOFF = 1.5
+# Our allowance for the slowest job: a fifth of the ~278 devices/s published for S3 (docs/azure-behaviour.md
+# §9); no rate is documented for S1/S2, so the deadline must not assume theirs is as high.
+SLOWEST_DEVICES_PER_SECOND = 50.0
+# A purge's container SAS must outlive its jobs, or IoT Hub fails them half-way (device-simulation-dotnet
+# raised its job SAS to 48 h for that reason, PR 310): the export and the import of the largest hub
+# (1,000,000 devices, docs/azure-behaviour.md §8.1) at SLOWEST_DEVICES_PER_SECOND take 11.1 h.
+JOB_SAS_TTL = dt.timedelta(hours=12)
 
 
 @dataclass(frozen=True)
@@ -201,12 +72,13 @@ class HubImportJobs:
     """Import/export jobs of one hub, with one working container (blob names are unique per run)."""
 
     def __init__(self, hub: str, manager: IoTHubJobManager, container: BlobContainer, *,
-                 poll_interval: float = 0.5, timeout: float = 900.0,
-                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
-                 retrier: Retrier | None = None) -> None:
+                 poll_interval: float = 0.5, max_poll_interval: float = MAX_POLL_SECONDS,
+                 timeout: float = 900.0, sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic, retrier: Retrier | None = None) -> None:
         self.hub = hub
         self._jobs, self._container = manager, container
-        self._poll, self._timeout, self._sleep, self._clock = poll_interval, timeout, sleep, clock
+        self._poll, self._max_poll = poll_interval, max(poll_interval, max_poll_interval)
+        self._timeout, self._sleep, self._clock = timeout, sleep, clock
         self._retrier = retrier or Retrier()
 
     @classmethod
@@ -226,8 +98,9 @@ class HubImportJobs:
         export = f"export-{uuid.uuid4().hex}.txt"
         with _IdSet(device_ids) as wanted:
             try:
+                # the hub's size is unknown here; the wanted IDs are a lower bound of what the export carries
                 self._run({"type": "export", "output_blob_container_uri": self._container.sas_uri,
-                           "output_blob_name": export, "exclude_keys_in_export": False})
+                           "output_blob_name": export, "exclude_keys_in_export": False}, len(wanted))
                 seen = {"found": 0, "already": 0}
                 lines = self._rewritten(export, wanted, seen, reason)
                 # absent identities cannot connect: unchanged (export lines are unique per device)
@@ -257,7 +130,8 @@ class HubImportJobs:
             if count == 0:
                 return JobResult("", 0, unchanged(), 0)
             job = self._run({"type": "import", "input_blob_container_uri": self._container.sas_uri,
-                             "input_blob_name": blob, "output_blob_container_uri": self._container.sas_uri})
+                             "input_blob_name": blob, "output_blob_container_uri": self._container.sas_uri},
+                            count)
             absent = failed = 0
             for line in self._container.iter_lines(ERRORS_BLOB):
                 code = str(json.loads(line).get("errorCode", ""))
@@ -267,20 +141,25 @@ class HubImportJobs:
             self._container.delete(blob)
             self._container.delete(ERRORS_BLOB)
 
-    def _run(self, spec: dict[str, Any]) -> str:
-        """Create a job and poll it to the end; returns its id. A failed job is ``Permanent``."""
+    def _run(self, spec: dict[str, Any], devices: int) -> str:
+        """Create a job and poll it to the end (see the module doc for the back-off and the deadline);
+        returns its id. A failed job is ``Permanent``."""
         properties = JobProperties(storage_authentication_type="keyBased", **spec)
         created = self._call("create import/export job",
                              lambda: self._jobs.create_import_export_job(properties))
-        job_id, deadline = str(created.job_id), self._clock() + self._timeout
-        status, reason = created.status, created.failure_reason
+        job_id, interval = str(created.job_id), self._poll
+        deadline = self._clock() + self._timeout + devices / SLOWEST_DEVICES_PER_SECOND
+        status, reason, progress = created.status, created.failure_reason, created.progress
         while status not in _DONE:
             if self._clock() > deadline:
                 raise Transient(f"{spec['type']} job {job_id} on {self.hub} still {status} after "
-                                f"{self._timeout}s")
-            self._sleep(self._poll)
+                                f"{self._timeout}s without progress")
+            self._sleep(interval)
+            interval = min(interval * POLL_BACKOFF, self._max_poll)
             job = self._call("get import/export job", lambda: self._jobs.get_import_export_job(job_id))
-            status, reason = job.status, job.failure_reason
+            if (job.progress or 0) > (progress or 0):
+                deadline = max(deadline, self._clock() + self._timeout)
+            status, reason, progress = job.status, job.failure_reason, job.progress
         if status != "completed":
             raise Permanent(f"{spec['type']} job {job_id} on {self.hub} ended {status}: {str(reason)[:200]}")
         return job_id

@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 import pytest
+import requests
 from azure.iot.hub.protocol.models import ExportImportDevice, QuerySpecification
 from msrest.exceptions import ClientRequestError, HttpOperationError
 
@@ -112,3 +113,30 @@ def test_seed_and_state_dump(clean_emulator: Any, rm: Any) -> None:
     dump = clean_emulator.admin("GET", "/state")
     assert len(dump["hubs"][1]["devices"]) == 500
     assert dump["dps"]["registrations"][0]["assignedHub"] == clean_emulator.hubs[1]["hostName"]
+
+
+@pytest.mark.parametrize(("settings", "message"), [
+    ({"jobDevicesPerSecond": 0}, "jobDevicesPerSecond must be a finite number > 0; got 0"),
+    ({"jobDevicesPerSecond": "fast"}, "jobDevicesPerSecond must be a number > 0; got 'fast'"),
+    ({"jobStartSeconds": -1}, "jobStartSeconds must be a finite number >= 0; got -1"),
+    ({"jobStartSeconds": True}, "jobStartSeconds must be a number >= 0; got True"),
+    ({"timeCompression": 0, "jobStartSeconds": 5}, "timeCompression must be a finite number > 0; got 0"),
+])
+def test_bad_job_knobs_are_refused_with_400_naming_the_knob_and_change_nothing(
+        clean_emulator: Any, settings: dict[str, Any], message: str) -> None:
+    before = clean_emulator.admin("GET", "/jobs")
+    url = clean_emulator.config["admin"] + "/jobs"
+    response = requests.put(url, json=settings, verify=clean_emulator.ca_bundle, timeout=10)
+    assert response.status_code == 400
+    assert response.json()["error"] == {"code": "BadRequest", "message": message}
+    assert clean_emulator.admin("GET", "/jobs") == before
+
+
+def test_job_knobs_are_set_through_the_admin_api_and_reset_to_the_start_up_values(
+        clean_emulator: Any) -> None:
+    defaults = clean_emulator.admin("GET", "/jobs")
+    assert (round(defaults["jobDevicesPerSecond"]), defaults["jobStartSeconds"]) == (278, 10.0)
+    changed = clean_emulator.admin("PUT", "/knobs", {"jobDevicesPerSecond": 50, "jobStartSeconds": 0})
+    assert (changed["jobDevicesPerSecond"], changed["jobStartSeconds"]) == (50.0, 0.0)
+    clean_emulator.admin("POST", "/reset")
+    assert clean_emulator.admin("GET", "/jobs") == defaults

@@ -2,6 +2,9 @@
 
 The test prepares containers and blobs with plain HTTP and an account SAS computed here (no blob SDK in the
 venv); the emulator reads and writes them through the container SAS URIs, as IoT Hub does.
+
+Jobs take time in the emulator (start latency, then devices per second, compressed by F). Tests about what a
+job does set a start latency of 0 and a high rate (``instant_jobs``); the timing tests set their own.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import pytest
 import requests
 from azure.iot.hub import IoTHubJobManager
 from azure.iot.hub.protocol.models import JobProperties
+from msrest.exceptions import HttpOperationError
 
 from devhost.azurite import DEV_ACCOUNT, DEV_ACCOUNT_KEY, AzuriteHandle, start_azurite
 
@@ -62,6 +66,12 @@ def blob(container_uri: str, name: str) -> str:
     return f"{base}/{name}?{query}"
 
 
+@pytest.fixture
+def instant_jobs(clean_emulator: Any) -> Any:
+    clean_emulator.admin("PUT", "/jobs", {"jobStartSeconds": 0, "jobDevicesPerSecond": 1e6})
+    return clean_emulator
+
+
 def wait_done(jobs: Any, job_id: str) -> Any:
     deadline = time.monotonic() + 20
     while True:
@@ -71,7 +81,8 @@ def wait_done(jobs: Any, job_id: str) -> Any:
         time.sleep(0.1)
 
 
-def test_import_job_creates_disables_deletes_and_logs_errors(clean_emulator: Any, container: str) -> None:
+def test_import_job_creates_disables_deletes_and_logs_errors(instant_jobs: Any, container: str) -> None:
+    clean_emulator = instant_jobs
     rm = clean_emulator.registry_manager(0)
     rm.create_device_with_sas("old", None, None, "enabled")
     rm.create_device_with_sas("to-disable", None, None, "enabled")
@@ -93,7 +104,8 @@ def test_import_job_creates_disables_deletes_and_logs_errors(clean_emulator: Any
     assert [json.loads(x)["errorCode"] for x in log.splitlines()] == ["DeviceNotFound"]
 
 
-def test_export_job_writes_devices_without_keys(clean_emulator: Any, container: str) -> None:
+def test_export_job_writes_devices_without_keys(instant_jobs: Any, container: str) -> None:
+    clean_emulator = instant_jobs
     rm = clean_emulator.registry_manager(0)
     rm.create_device_with_sas("exp-1", None, None, "disabled")
     jobs = IoTHubJobManager.from_connection_string(clean_emulator.hub_connection_string(0))
@@ -107,7 +119,8 @@ def test_export_job_writes_devices_without_keys(clean_emulator: Any, container: 
     assert [j.job_id for j in jobs.get_import_export_jobs()] == [created.job_id]
 
 
-def test_import_from_unreachable_storage_fails_the_job(clean_emulator: Any) -> None:
+def test_import_from_unreachable_storage_fails_the_job(instant_jobs: Any) -> None:
+    clean_emulator = instant_jobs
     jobs = IoTHubJobManager.from_connection_string(clean_emulator.hub_connection_string(0))
     created = jobs.create_import_export_job(JobProperties(
         type="import", input_blob_container_uri="http://127.0.0.1:1/devstoreaccount1/none?sv=x",
@@ -115,3 +128,55 @@ def test_import_from_unreachable_storage_fails_the_job(clean_emulator: Any) -> N
     job = wait_done(jobs, created.job_id)
     assert job.status == "failed"
     assert job.failure_reason
+
+
+def upload_lines(container: str, lines: list[dict[str, Any]]) -> None:
+    response = requests.put(blob(container, "devices.txt"), data="\n".join(json.dumps(x) for x in lines),
+                            headers={"x-ms-blob-type": "BlockBlob"}, timeout=10)
+    assert response.status_code == 201
+
+
+def test_a_job_is_enqueued_then_running_with_progress_then_completed_at_its_modelled_end(
+        clean_emulator: Any, container: str) -> None:
+    """2 s start latency + 1,000 devices at 100/s = 12 s real; at F = 10 the job ends 1.2 s after creation."""
+    settings = clean_emulator.admin("PUT", "/jobs", {"jobStartSeconds": 2, "jobDevicesPerSecond": 100,
+                                                     "timeCompression": 10})
+    assert (settings["jobStartSeconds"], settings["jobDevicesPerSecond"]) == (2.0, 100.0)
+    upload_lines(container, [{"id": f"t-{i}", "importMode": "create"} for i in range(1000)])
+    rm = clean_emulator.registry_manager(0)
+    jobs = IoTHubJobManager.from_connection_string(clean_emulator.hub_connection_string(0))
+    created = jobs.create_import_export_job(JobProperties(
+        type="import", input_blob_container_uri=container, output_blob_container_uri=container))
+    started = time.monotonic()
+    assert (created.status, created.progress) == ("enqueued", 0)
+    seen: list[tuple[float, str, int, int]] = []  # (elapsed, status, progress, devices in the hub)
+    while not seen or (seen[-1][1] not in ("completed", "failed") and seen[-1][0] < 10):
+        job = jobs.get_import_export_job(created.job_id)
+        seen.append((time.monotonic() - started, job.status, job.progress,
+                     rm.get_device_registry_statistics().total_device_count))
+        time.sleep(0.03)
+    assert seen[-1][1:] == ("completed", 100, 1000)
+    assert all(t < 0.2 for t, status, _, _ in seen if status == "enqueued")
+    running = [(progress, devices) for _, status, progress, devices in seen if status == "running"]
+    assert any(0 < progress < 100 and 0 < devices < 1000 for progress, devices in running), running
+    done_at = min(t for t, status, _, _ in seen if status == "completed")
+    assert 1.2 <= done_at + 0.05 < 3.0  # not before the modelled end (poll spacing aside), not long after it
+    [record] = clean_emulator.admin("GET", "/counters")["jobs"]["hub-1"]
+    assert (record["type"], record["devices"], record["modelledRealSeconds"]) == ("import", 1000, 12.0)
+
+
+def test_one_active_job_per_hub_even_while_it_waits_to_start(clean_emulator: Any) -> None:
+    clean_emulator.admin("PUT", "/jobs", {"jobStartSeconds": 3600})
+    jobs = IoTHubJobManager.from_connection_string(clean_emulator.hub_connection_string(0))
+    storage = "http://127.0.0.1:1/devstoreaccount1/none?sv=x"  # never reached: the job never starts
+    first = jobs.create_import_export_job(JobProperties(type="export", output_blob_container_uri=storage))
+    with pytest.raises(HttpOperationError) as refused:
+        jobs.create_import_export_job(JobProperties(type="export", output_blob_container_uri=storage))
+    assert refused.value.response.status_code == 429
+    assert refused.value.response.headers["iothub-errorcode"] == "ThrottlingMaxActiveJobCountExceeded"
+    other_hub = IoTHubJobManager.from_connection_string(clean_emulator.hub_connection_string(1))
+    assert other_hub.create_import_export_job(
+        JobProperties(type="export", output_blob_container_uri=storage)).status == "enqueued"
+    assert jobs.cancel_import_export_job(first.job_id)["status"] == "cancelled"  # the SDK returns a dict
+    assert jobs.create_import_export_job(
+        JobProperties(type="export", output_blob_container_uri=storage)).status == "enqueued"

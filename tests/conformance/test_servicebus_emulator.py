@@ -7,7 +7,8 @@ from pathlib import Path
 
 from azure.servicebus import ServiceBusMessage
 
-from emulator.server import CONFIG_FILE, Emulator, Options
+from emulator.options import Options
+from emulator.server import CONFIG_FILE, Emulator
 from shared.adapters.servicebus_connect import client_from_connection_string
 
 

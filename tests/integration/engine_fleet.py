@@ -21,7 +21,7 @@ from provisioningserviceclient.models import AttestationMechanism, EnrollmentGro
 from provisioningserviceclient.protocol.models import SymmetricKeyAttestation
 
 from emulator import sas
-from shared.adapters import hub_jobs
+from shared.adapters import blob_container
 from shared.adapters.dps import DpsProvisioningService
 from shared.adapters.iothub import HubRegistries
 from shared.events import LifecycleEvent, parse_event
@@ -246,7 +246,7 @@ def mutating_calls(emu: Any) -> int:
 
 
 def create_container(blob_url: str, account: str, key_b64: str, name: str) -> None:
-    """Deployment's job, done here as the app's wiring does it (``shared.adapters.hub_jobs``): an account
-    SAS, since a service SAS for a container cannot create it. Created or already there (201/409); any other
-    answer raises (``Permanent``/``Transient``)."""
-    hub_jobs.create_container(hub_jobs.BlobAccount(blob_url.rstrip("/"), account, key_b64), name)
+    """Deployment's job, done here as the app's wiring does it (``shared.adapters.blob_container``): an
+    account SAS, since a service SAS for a container cannot create it. Created or already there (201/409);
+    any other answer raises (``Permanent``/``Transient``)."""
+    blob_container.create_container(blob_container.BlobAccount(blob_url.rstrip("/"), account, key_b64), name)

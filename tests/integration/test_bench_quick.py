@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from bench.run import BenchOptions, run, write_outputs
 
 
@@ -25,6 +27,11 @@ def test_smallest_benchmark_runs_end_to_end_and_writes_json_markdown_and_png(tmp
     assert engine["registryOpsPerDevice"] == 0.0  # jobs spend the hubs' jobs budget, not the registry's
     assert engine["jobsOps"] >= 6  # creates + status polls
     assert engine["blobRequests"] > 0
+    # the emulator's default job model: per hub an export of its 100 devices, then an import of 100 lines
+    assert (engine["jobsInChain"], engine["jobDevicePasses"]) == (2, 200)
+    assert engine["jobsRealSeconds"] == pytest.approx(2 * 10.0 + 200 / (1_000_000 / 3600))
+    assert group["jobsSlower"]["engineRealSeconds"] > engine["realSeconds"]
+    assert group["breakEvenJobRate"] > 0
     assert (bulk["measuredDevices"], bulk["failed"], bulk["jobsCreated"]) == (300, 0, 0)
     assert bulk["registryOpsPerDevice"] == 1.0  # bulk: one registry unit per device
     assert group["naive"]["registryOpsPerDevice"] == 2.0  # get + update per device
@@ -40,4 +47,6 @@ def test_smallest_benchmark_runs_end_to_end_and_writes_json_markdown_and_png(tmp
     assert "## Group purge" in markdown
     assert "engine (import jobs)" in markdown
     assert "engine, bulk path only" in markdown
+    assert "engine, jobs 10x slower (modelled)" in markdown
+    assert "10 s start latency, then 278 devices/s" in markdown
     assert png_path.read_bytes().startswith(b"\x89PNG")

@@ -21,8 +21,9 @@ from typing import Any
 import pytest
 
 from devhost.azurite import DEV_ACCOUNT, DEV_ACCOUNT_KEY, AzuriteHandle, start_azurite
+from shared.adapters.blob_container import BlobContainer
 from shared.adapters.dps import DpsProvisioningService
-from shared.adapters.hub_jobs import BlobContainer, HubImportJobs
+from shared.adapters.hub_jobs import HubImportJobs
 from shared.adapters.journal_tables import TableJournal
 from shared.model import RegistrationState
 from tests.integration import engine_fleet as fleet
@@ -163,6 +164,8 @@ def test_a_disable_job_counts_already_disabled_and_absent_members_as_unchanged(
                  "authentication": {"type": "certificateAuthority"}}
                 for r in extra[:10] if r["assignedHub"] == hosts[0]]
     emu.admin("POST", "/seed", json={"registrations": extra, "devices": {emu.hubs[0]["name"]: disabled}})
+    # uncompressed (F = 1) the default 10 s start latency would add 20 s (export, then import): instant jobs
+    emu.admin("PUT", "/jobs", json={"jobStartSeconds": 0, "jobDevicesPerSecond": 1e6})
     work = GroupWork(import_job_threshold=1, import_jobs=job_runners(emu, blob_store, "jobsunchanged"))
     outcome = fleet.engine(emu, table_journal, group_work=work).apply(
         fleet.event("e-job-unchanged", "compromised", group_id=GROUP))

@@ -73,6 +73,7 @@ def test_threshold_of_one_purges_every_hub_by_an_import_job_without_bulk_registr
         clean_emulator: Any, blob_store: AzuriteHandle, tmp_path: Path) -> None:
     emu = clean_emulator
     per_hub = fleet.seed_large_group(emu, GROUP, DEVICES, seed=None)
+    emu.admin("PUT", "/jobs", {"jobStartSeconds": 0, "jobDevicesPerSecond": 1e6})  # wiring, not job timing
     outcome = retire_group(in_process_services(emu, blob_store, tmp_path, threshold=1))
     assert outcome.status == "completed", outcome.error
     assert identities_left(emu) == 0
