@@ -17,6 +17,7 @@ from typing import Any
 from azure.iot.hub.models import AuthenticationMechanism, ExportImportDevice
 
 from shared.adapters.hub_client import HubClient
+from shared.adapters.read_cache import ReadCache
 from shared.errors import Permanent
 from shared.model import HubDeviceStatus
 from shared.ports import BulkResult
@@ -37,10 +38,14 @@ def checked_ids(device_ids: Sequence[str]) -> list[str]:
 
 def bulk_disable(
     client: HubClient, device_ids: Sequence[str], reason: str | None, *, rounds: int,
-    spend: Callable[[int], object] | None = None,
+    spend: Callable[[int], object] | None = None, keyed: ReadCache | None = None,
 ) -> BulkResult:
     """Disable the devices (see ``HubDeviceRegistry.bulk_disable`` for the round trips); devices whose
-    etag moved are retried, alone, for at most ``rounds`` rounds in all."""
+    etag moved are retried, alone, for at most ``rounds`` rounds in all.
+
+    ``keyed`` keeps the identities read for their keys until the bulk POST has answered: when the POST is
+    throttled and the caller tries again, an identity whose etag has not moved is not read (nor paid for)
+    a second time. A stale one cannot do harm: the write is conditional on its etag."""
     pending = checked_ids(device_ids)
     changed: list[str] = []
     unchanged: list[str] = []
@@ -49,7 +54,8 @@ def bulk_disable(
         if not pending:
             break
         current = current_models(client, pending)
-        reads = sum(1 for d in pending if needs_read(current.get(d)))
+        identities = _kept_identities(keyed, pending, current)
+        reads = sum(1 for d in pending if needs_read(current.get(d)) and d not in identities)
         if reads and spend is not None:
             spend(reads)  # the GETs below count against the identity-registry budget
         items = []
@@ -60,13 +66,36 @@ def bulk_disable(
             elif model.status == HubDeviceStatus.DISABLED.value:
                 unchanged.append(device_id)
             else:
-                items.append(disable_item(client, device_id, model, reason))
+                items.append(disable_item(client, device_id, model, reason, identities))
+        for device_id, identity in identities.items():
+            if keyed is not None:
+                keyed.put(device_id, identity)  # until the POST answers (a 429 raises past this)
         errors = post(client, items, "hub bulk disable") if items else {}
+        for device_id in identities:
+            if keyed is not None:
+                keyed.discard(device_id)
         pending = [d for d, code in errors.items() if code == _RETRY_CODE]
         failed.update({d: code for d, code in errors.items() if code != _RETRY_CODE})
         changed.extend(item.id for item in items if item.id not in errors)
     failed.update(dict.fromkeys(pending, _RETRY_CODE))
     return BulkResult(changed=tuple(changed), unchanged=tuple(unchanged), failed=failed)
+
+
+def _kept_identities(
+    keyed: ReadCache | None, pending: Sequence[str], current: dict[str, Any]
+) -> dict[str, Any]:
+    """Identities read by an earlier, throttled attempt whose etag still matches the device's now."""
+    kept: dict[str, Any] = {}
+    if keyed is None:
+        return kept
+    for device_id in pending:
+        model = current.get(device_id)
+        if model is None or not needs_read(model):
+            continue
+        identity = keyed.take(device_id)
+        if identity is not None and getattr(identity, "etag", None) == model.device_etag:
+            kept[device_id] = identity
+    return kept
 
 
 def bulk_delete(client: HubClient, device_ids: Sequence[str]) -> BulkResult:
@@ -109,8 +138,10 @@ def needs_read(model: Any) -> bool:
     return from_twin and auth_type not in ("selfSigned", "certificateAuthority", "none")
 
 
-def disable_item(client: HubClient, device_id: str, model: Any, reason: str | None) -> Any:
-    """An ``updateIfMatchETag`` import item that keeps the identity's authentication and scopes."""
+def disable_item(client: HubClient, device_id: str, model: Any, reason: str | None,
+                 identities: dict[str, Any] | None = None) -> Any:
+    """An ``updateIfMatchETag`` import item that keeps the identity's authentication and scopes. A device
+    whose keys only its identity carries is taken from ``identities`` or read (and added there)."""
     auth_type = getattr(model, "authentication_type", None)
     from_twin = not hasattr(model, "authentication")
     if from_twin and auth_type in ("selfSigned", "certificateAuthority", "none"):
@@ -118,7 +149,9 @@ def disable_item(client: HubClient, device_id: str, model: Any, reason: str | No
         etag = model.device_etag
     else:  # symmetric keys (or unknown): only the identity itself carries them
         if not hasattr(model, "authentication"):
-            model = client.get_raw(device_id) or model
+            model = (identities or {}).get(device_id) or client.get_raw(device_id) or model
+            if identities is not None and hasattr(model, "authentication"):
+                identities[device_id] = model
         auth = getattr(model, "authentication", None)
         etag = getattr(model, "etag", None) if hasattr(model, "authentication") else model.device_etag
     return ExportImportDevice(

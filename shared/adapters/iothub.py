@@ -72,6 +72,8 @@ class HubDeviceRegistry:
         self._client = HubClient(hub, manager, retrier=retrier, ca_bundle=ca_bundle)
         # Last device read by ``get`` per ID, consumed by the next status change of that ID (module doc).
         self._reads = read_cache if read_cache is not None else ReadCache()
+        # Identities a bulk disable read for their keys, kept while its POST may be throttled (hub_bulk.py).
+        self._keyed = ReadCache()
 
     @classmethod
     def from_connection_string(
@@ -177,7 +179,7 @@ class HubDeviceRegistry:
         reason = reason[:STATUS_REASON_MAX] if reason else None
         self._forget(device_ids)
         return hub_bulk.bulk_disable(self._client, device_ids, reason, rounds=ETAG_ATTEMPTS,
-                                     spend=spend)
+                                     spend=spend, keyed=self._keyed)
 
     def bulk_delete(self, device_ids: Sequence[str]) -> BulkResult:
         """Delete up to 100 devices in one POST (``importMode: delete``); DeviceNotFound → unchanged."""

@@ -17,7 +17,7 @@ from azure.iot.hub import IoTHubRegistryManager
 from azure.iot.hub.models import AuthenticationMechanism, ExportImportDevice
 
 from shared.adapters.iothub import HubDeviceRegistry, HubRegistries
-from shared.errors import AuthFailed, HubNotConfigured, NotFound
+from shared.errors import AuthFailed, HubNotConfigured, NotFound, Throttled
 from shared.model import HubDeviceStatus
 from shared.plan import StepOutcome
 from shared.retry import Retrier, RetryPolicy
@@ -462,3 +462,28 @@ def test_bulk_disable_pays_for_each_key_read_before_making_it(clean_emulator: An
     assert device_gets(clean_emulator) == 7
     assert reg.bulk_disable(sym, spend=lambda n: paid.append((n, -1))).unchanged == tuple(sym)
     assert len(paid) == 1, "already disabled devices need no read and cost nothing more"
+
+
+def test_a_throttled_bulk_disable_tried_again_does_not_read_the_keys_twice(clean_emulator: Any) -> None:
+    """The identities read for their keys are kept until the POST answers: the caller's next attempt after a
+    429 reads (and pays for) only devices whose etag moved meanwhile."""
+    sym = [f"again-sym-{i:02d}" for i in range(6)]
+    create_devices(clean_emulator, sym)
+    once = Retrier(RetryPolicy(attempts=1, timeout=30), sleep=Sleeps(), rng=random.Random(1))
+    reg = HubDeviceRegistry.from_connection_string(clean_emulator.hubs[0]["connectionString"], retrier=once)
+    paid: list[int] = []
+    set_faults(clean_emulator, rate429=1.0, retryAfter=1, methods=["POST"], paths=["/devices$"])
+    with pytest.raises(Throttled):
+        reg.bulk_disable(sym, spend=paid.append)
+    clear_faults(clean_emulator)
+    assert (paid, device_gets(clean_emulator)) == ([6], 6)
+    moved = sdk(clean_emulator).get_device(sym[0])  # one identity changes between the two attempts
+    moved.status_reason = "touched"
+    sdk(clean_emulator).protocol.devices.create_or_update_identity(sym[0], moved, f'"{moved.etag}"')
+
+    result = reg.bulk_disable(sym, spend=paid.append)
+
+    assert sorted(result.changed) == sorted(sym)
+    assert (paid, device_gets(clean_emulator)) == ([6, 1], 8), "only the moved identity was read again"
+    keys = sdk(clean_emulator).get_device(sym[1]).authentication.symmetric_key
+    assert keys.primary_key, "the kept identity still carried its keys into the write"
