@@ -20,6 +20,21 @@ class Sleeps:
             action()
 
 
+class FakeTime:
+    """A clock that only moves when the code under test sleeps; records every sleep."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+    def clock(self) -> float:
+        return self.now
+
+
 def set_faults(emu: Any, **faults: Any) -> None:
     """Turn on the emulator's fault injection (see emulator/README.md, knobs)."""
     emu.admin("PUT", "/faults", json=faults)

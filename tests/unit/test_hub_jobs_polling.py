@@ -13,19 +13,7 @@ import pytest
 from shared.adapters.blob_container import BlobContainer
 from shared.adapters.hub_jobs import MAX_POLL_SECONDS, SLOWEST_DEVICES_PER_SECOND, HubImportJobs
 from shared.errors import Permanent, Transient
-
-
-class FakeTime:
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-    def clock(self) -> float:
-        return self.now
+from tests.support.doubles import FakeTime
 
 
 class FakeManager:

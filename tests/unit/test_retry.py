@@ -10,21 +10,7 @@ import pytest
 
 from shared.errors import AuthFailed, NotFound, PreconditionFailed, Throttled, Transient
 from shared.retry import Retrier, RetryPolicy, retries_enabled, retries_off
-
-
-class FakeTime:
-    """A clock that only moves when the retrier sleeps; records every sleep."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-    def clock(self) -> float:
-        return self.now
+from tests.support.doubles import FakeTime
 
 
 def flaky(failures: list[Exception], result: str = "ok") -> tuple[Callable[[], str], list[int]]:
