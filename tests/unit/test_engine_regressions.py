@@ -36,6 +36,7 @@ from tests.fakes import (
 )
 from unprovision.engine.core import Engine
 from unprovision.engine.inventory import GroupCache
+from unprovision.group import scaleout
 from unprovision.group.inprocess import GroupWork
 from unprovision.outcomes import Answer, Outcome
 from unprovision.service import handle_event, handle_work_batch
@@ -519,3 +520,18 @@ def test_a_permanent_error_of_a_reused_event_id_never_fails_the_event_that_holds
     (rejection,) = w.journal.iter_rejections("reuse-3")  # the failing body is kept, as a conflict
     assert [e["field"] for e in rejection.errors] == ["eventId"]
     assert "thermo-sk-011" in rejection.body
+
+
+def test_a_batch_is_applied_while_the_same_batch_of_an_event_id_differing_only_in_case_is_held() -> None:
+    fleet = Fleet()
+    fleet.engine.apply(group_event())
+    message = fleet.queue.messages[0]
+    twin = scaleout.BatchRef("GRP-EV", message["stepIndex"], message["run"], message["batch"])
+    assert fleet.journal.claim_target(scaleout.batch_lease_key(twin), "another delivery", 60.0)
+
+    fleet.deliver(message)
+
+    assert fleet.bulk_calls() == 1
+    applied = [b for b in fleet.journal.batches("grp-ev", message["stepIndex"], message["run"])
+               if b.number == message["batch"]]
+    assert [b.state for b in applied] == [BatchState.APPLIED]

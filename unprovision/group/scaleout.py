@@ -148,8 +148,10 @@ def find_batch(ref: BatchRef, journal: Journal) -> BatchRecord:
 
 def batch_lease_key(ref: BatchRef) -> str:
     """The lease one batch is applied under. ``/`` appears in no device or group ID (docs/azure-behaviour.md
-    §2), so this key never collides with the lease of an event's target."""
-    return f"batch/{ref.event_id}/{ref.step_index}/{ref.run}/{ref.number}"
+    §2), so this key never collides with the lease of an event's target. Lease keys are not case-sensitive
+    (target IDs are not) but eventIds are: the eventId goes in as hex, so the batches of ``Ev-1`` and
+    ``ev-1`` never share a lease (a delivery that finds its lease busy returns without applying)."""
+    return f"batch/{ref.event_id.encode().hex()}/{ref.step_index}/{ref.run}/{ref.number}"
 
 
 def apply_batch(ref: BatchRef, *, registries: DeviceRegistries, journal: Journal, limiter: RateLimiter,
