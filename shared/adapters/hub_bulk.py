@@ -67,12 +67,12 @@ def bulk_disable(
                 unchanged.append(device_id)
             else:
                 items.append(disable_item(client, device_id, model, reason, identities))
-        for device_id, identity in identities.items():
-            if keyed is not None:
+        if keyed is not None:
+            for device_id, identity in identities.items():
                 keyed.put(device_id, identity)  # until the POST answers (a 429 raises past this)
         errors = post(client, items, "hub bulk disable") if items else {}
-        for device_id in identities:
-            if keyed is not None:
+        if keyed is not None:
+            for device_id in identities:
                 keyed.discard(device_id)
         pending = [d for d, code in errors.items() if code == _RETRY_CODE]
         failed.update({d: code for d, code in errors.items() if code != _RETRY_CODE})
