@@ -70,6 +70,12 @@ param registryOpsPerMinute string = '100'
 @description('Devices above which a group revocation uses an import job (GROUP_IMPORT_JOB_THRESHOLD).')
 param groupImportJobThreshold int = 1000
 
+@description('Whether single devices\' hub steps may wait in a per-hub set during an event storm (STORM_COALESCING).')
+param stormCoalescing bool = true
+
+@description('Steps waiting in one hub\'s set from which a flush applies them by an import job (STORM_JOB_THRESHOLD).')
+param stormJobThreshold int = 100
+
 @description('The audit warns about signing certificates expiring within this many days (CERT_EXPIRY_WARNING_DAYS).')
 param certExpiryWarningDays int = 30
 
@@ -110,7 +116,7 @@ var dpsSecretName = 'dps-connection-string'
 var serviceBusEventQueue = 'device-lifecycle'
 var serviceBusOutcomeQueue = 'device-lifecycle-outcomes'
 // Tables the app uses (it also creates them itself when missing: create_table_if_not_exists).
-var tableKinds = ['journal', 'journaltargets', 'journalrejections', 'journalleases', 'auditreports', 'auditsuppressions', 'auditlease', 'throttle']
+var tableKinds = ['journal', 'journaltargets', 'journalrejections', 'journalleases', 'auditreports', 'auditsuppressions', 'auditlease', 'throttle', 'pending']
 // Poison queues are created by the Functions host on the fifth failed delivery; created here so the audit
 // (POISON_MESSAGES_PENDING) and the alert queries have something to read from day one.
 var queueNames = [lifecycleQueueName, '${lifecycleQueueName}-poison', workQueueName, '${workQueueName}-poison', auditQueueName, '${auditQueueName}-poison']
@@ -354,6 +360,8 @@ var baseSettings = [
   { name: 'FORCE_SOURCES', value: forceSources }
   { name: 'IOTHUB_REGISTRY_OPS_PER_MINUTE', value: registryOpsPerMinute }
   { name: 'GROUP_IMPORT_JOB_THRESHOLD', value: string(groupImportJobThreshold) }
+  { name: 'STORM_COALESCING', value: string(stormCoalescing) }
+  { name: 'STORM_JOB_THRESHOLD', value: string(stormJobThreshold) }
   { name: 'CERT_EXPIRY_WARNING_DAYS', value: string(certExpiryWarningDays) }
 ]
 

@@ -308,6 +308,64 @@ class RateLimiter(Protocol):
     def acquire(self, hub: str, ops: int) -> float: ...
 
 
+@dataclass(frozen=True)
+class PendingHubStep:
+    """One event's hub step waiting in its hub's pending set (storm coalescing, ``unprovision.storm``).
+
+    Keyed by (hub, device ID): at most one per device per hub. ``claim`` is None while the step waits and
+    names the flush that took it once a flush did (only waiting steps may be taken by anyone else)."""
+
+    hub: str
+    device_id: str  # case-sensitive, as IoT Hub device IDs are
+    event_id: str
+    step_index: int
+    action: str  # "disable" | "delete"
+    reason: str | None = None  # the identity's statusReason for a disable
+    claim: str | None = None
+    etag: str | None = None  # set by the store; the conditional writes below need it
+
+
+class PendingHubSteps(Protocol):
+    """Per-hub sets of hub steps waiting to be applied together, in the journal's storage account.
+
+    Every change is conditional on the entry's ``etag``: a flush and an event settling an earlier event's
+    step never both take the same entry."""
+
+    def add(self, step: PendingHubStep) -> PendingHubStep:
+        """Insert ``step`` (unclaimed); when the device already has an entry, return that one unchanged."""
+        ...
+
+    def get(self, hub: str, device_id: str) -> PendingHubStep | None: ...
+
+    def has_waiting(self, hub: str) -> bool:
+        """Whether any unclaimed entry waits in ``hub``'s set."""
+        ...
+
+    def entries(self, hub: str) -> Iterator[PendingHubStep]:
+        """Every entry of ``hub``'s set, claimed or not, streamed."""
+        ...
+
+    def claim(self, steps: Sequence[PendingHubStep], claim: str) -> list[PendingHubStep]:
+        """Mark each step as taken by ``claim`` if it did not change since read; the ones now claimed
+        (with their new etags). A step changed or removed meanwhile is left out."""
+        ...
+
+    def remove(self, steps: Sequence[PendingHubStep]) -> int:
+        """Delete each step if it did not change since read; how many were deleted."""
+        ...
+
+    def request_flush(self, hub: str, stale_after: float) -> bool:
+        """Note that ``hub``'s set wants a flush; True when the caller must send the flush message: no
+        request was standing, or the standing one is older than ``stale_after`` seconds (its sender may
+        have died before sending). Atomic: of callers racing on a fresh request exactly one gets True."""
+        ...
+
+    def clear_flush_request(self, hub: str) -> None:
+        """Drop ``hub``'s standing request (a flush does, before it reads the set: a step added after this
+        asks for a message of its own)."""
+        ...
+
+
 # --- audit (appended by the audit engineer) ---------------------------------------------------------------
 
 

@@ -27,7 +27,7 @@ from shared.errors import (
 )
 from shared.lifecycle import EventStatus, effective_attempt
 from shared.plan import Plan, StepOutcome, plan_from_dict, plan_to_dict
-from shared.ports import EventRecord, StepRecord
+from shared.ports import EventRecord, Notifier, StepRecord
 
 
 class Answer(StrEnum):
@@ -94,6 +94,12 @@ class Outcome:
             steps=tuple(plan_steps(record, plan).values()), warnings=plan.warnings if plan else (),
             plan=plan, error=record.error,
         )
+
+
+def publish_recorded(notifier: Notifier, record: EventRecord) -> None:
+    """Publish a finished event's stored outcome (its correlationId included) to the notifier."""
+    published = Outcome.from_record(record).to_dict()
+    notifier.publish({**published, "correlationId": record.correlation_id or None})
 
 
 def _drop_none(d: dict[str, Any]) -> dict[str, Any]:

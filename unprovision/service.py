@@ -29,6 +29,7 @@ from unprovision.engine.identity import conflict_reason, fingerprint, same_event
 from unprovision.group import scaleout
 from unprovision.group.inprocess import ProgressFn
 from unprovision.outcomes import Outcome, classify
+from unprovision.storm import coalesce, flush
 from unprovision.wiring import Services
 
 log = logging.getLogger(__name__)
@@ -126,7 +127,10 @@ def handle_work_batch(body: str | bytes, services: Services, *, last_delivery: b
     A message that names no recorded batch (forged, or from before batches were recorded) is rejected and
     journaled, never applied."""
     try:
-        ref = scaleout.BatchRef.from_message(json.loads(body))
+        message = json.loads(body)
+        if flush.is_flush(message):
+            return handle_flush(message, services, last_delivery=last_delivery)
+        ref = scaleout.BatchRef.from_message(message)
     except ValueError:
         return reject(body, Rejected([FieldError("$", "not JSON")], "invalid work batch"), services)
     except Rejected as exc:
@@ -139,6 +143,19 @@ def handle_work_batch(body: str | bytes, services: Services, *, last_delivery: b
         return reject(body, exc, services)
     record = services.journal.get(ref.event_id)
     return Outcome.from_record(record) if record else Outcome(ref.event_id, EventStatus.FAILED)
+
+
+def handle_flush(message: Any, services: Services, *, last_delivery: bool) -> Outcome:
+    """Drain the pending set of the hub a flush message names (``unprovision.storm.flush``); ``Rejected``
+    for a hub this app does not know, or when storm coalescing is not wired."""
+    storm = services.engine.storm
+    if storm is None:
+        raise Rejected([FieldError("flushHub", "storm coalescing is off in this app")],
+                       "invalid flush message")
+    hub = flush.parse_flush(message, list(services.registries.hubs()))
+    ports = coalesce.Apply(services.registries, services.journal, services.notifier)
+    finished = flush.flush(hub, storm, ports, last_delivery=last_delivery)
+    return Outcome(f"flush:{hub}", EventStatus.COMPLETED, warnings=(f"{finished} events finished",))
 
 
 def check_event_id(event_id: str) -> str:

@@ -36,6 +36,7 @@ from shared.adapters.hub_jobs import JOB_SAS_TTL, HubImportJobs, job_manager
 from shared.adapters.iothub import HubRegistries
 from shared.adapters.journal_tables import TableJournal, identity_table_service
 from shared.adapters.notifier import OutcomeNotifier, OutcomeSender, ServiceBusOutcomeSender
+from shared.adapters.pending_tables import TablePendingHubSteps
 from shared.adapters.poison_queue import StoragePoisonQueue, poison_queue_name
 from shared.adapters.queues import StorageQueueSender
 from shared.adapters.ratelimit_tables import TableRateLimiter
@@ -67,6 +68,7 @@ from unprovision.engine.core import Engine
 from unprovision.engine.inventory import GroupCache
 from unprovision.group.inprocess import GroupWork
 from unprovision.group.jobs import ImportJobs
+from unprovision.storm.coalesce import Storm
 from unprovision.throttle import HubBudget, InMemoryRateLimiter
 
 log = logging.getLogger(__name__)
@@ -101,7 +103,7 @@ class Services:
 
     def in_process(self) -> Services:
         """The same services with group work purged here instead of through the work queue."""
-        return replace(self, work_queue=None, engine=replace(self.engine, work_queue=None))
+        return replace(self, work_queue=None, engine=replace(self.engine, work_queue=None, storm=None))
 
 
 def storage_connection_string(settings: Settings, environ: Mapping[str, str] | None = None) -> str | None:
@@ -218,11 +220,13 @@ def build_services(settings: Settings, *, table_prefix: str | None = None,
     policy = load_policy(settings.policy_override)
     jobs = import_jobs(settings, storage_connection_string(settings, env), prefix)
     cache = GroupCache()
+    storm = _storm(settings, work_queue, limiter, jobs, prefix)
     engine = Engine(
         dps=dps, registries=registries, journal=journal, policy=policy, notifier=notifier,
         work_queue=work_queue, group_cache=cache, force_sources=settings.force_sources,
         group_work=GroupWork(limiter=limiter, import_job_threshold=settings.group_import_job_threshold,
                              import_jobs=jobs),
+        storm=storm,
     )
     services = Services(
         dps=dps, registries=registries, journal=journal, notifier=notifier, work_queue=work_queue,
@@ -233,6 +237,16 @@ def build_services(settings: Settings, *, table_prefix: str | None = None,
     )
     log.info("services built: %r", settings)  # Settings.__repr__ hides every secret
     return services
+
+
+def _storm(settings: Settings, queue: WorkQueue | None, limiter: RateLimiter, jobs: ImportJobs | None,
+           prefix: str) -> Storm | None:
+    """Storm coalescing needs the work queue (flush messages) and the journal's storage (the sets)."""
+    if not settings.storm_coalescing or queue is None or settings.journal is None:
+        return None
+    pending = TablePendingHubSteps.from_connection(settings.journal, prefix=prefix)
+    return Storm(pending=pending, queue=queue, limiter=limiter, job_threshold=settings.storm_job_threshold,
+                 import_jobs=jobs)
 
 
 def _audit_lease(connection: Connection, prefix: str) -> AuditLease:

@@ -32,7 +32,7 @@ import json
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,10 +91,13 @@ class HubImportJobs:
         lines = (json.dumps({"id": d, "importMode": "delete"}) for d in device_ids)
         return self._import(lines, unchanged=lambda: 0)
 
-    def disable(self, device_ids: Iterable[str], reason: str | None = None) -> JobResult:
-        """Export, rewrite the wanted enabled devices as disabled, import with their eTags. Memory stays
-        bounded: the wanted IDs go to a temporary SQLite set on disk, and the rewritten lines stream from
-        the export blob straight into the import blob's blocks (they hold keys: never spooled to disk)."""
+    def disable(self, device_ids: Iterable[str], reason: str | None = None, *,
+                reasons: Mapping[str, str] | None = None) -> JobResult:
+        """Export, rewrite the wanted enabled devices as disabled, import with their eTags. ``reasons``
+        gives devices a statusReason of their own (storm coalescing: each event's), else ``reason``. Memory
+        stays bounded: the wanted IDs go to a temporary SQLite set on disk, and the rewritten lines
+        stream from the export blob straight into the import blob's blocks (they hold keys: never spooled
+        to disk)."""
         export = f"export-{uuid.uuid4().hex}.txt"
         with _IdSet(device_ids) as wanted:
             try:
@@ -102,14 +105,14 @@ class HubImportJobs:
                 self._run({"type": "export", "output_blob_container_uri": self._container.sas_uri,
                            "output_blob_name": export, "exclude_keys_in_export": False}, len(wanted))
                 seen = {"found": 0, "already": 0}
-                lines = self._rewritten(export, wanted, seen, reason)
+                lines = self._rewritten(export, wanted, seen, reason, reasons or {})
                 # absent identities cannot connect: unchanged (export lines are unique per device)
                 return self._import(lines, unchanged=lambda: seen["already"] + len(wanted) - seen["found"])
             finally:
                 self._container.delete(export)
 
     def _rewritten(self, export: str, wanted: _IdSet, seen: dict[str, int],
-                   reason: str | None) -> Iterator[str]:
+                   reason: str | None, reasons: Mapping[str, str]) -> Iterator[str]:
         for line in self._container.iter_lines(export):
             device = json.loads(line)
             if device.get("id") not in wanted:
@@ -118,7 +121,7 @@ class HubImportJobs:
             if device.get("status") == "disabled":
                 seen["already"] += 1
                 continue
-            yield json.dumps(_disabled(device, reason))
+            yield json.dumps(_disabled(device, reasons.get(device["id"]) or reason))
 
     def _import(self, lines: Iterable[str], *, unchanged: Callable[[], int]) -> JobResult:
         """Upload ``lines``, run the import, count ``importErrors.log``; ``unchanged`` is read once the

@@ -42,6 +42,8 @@ OUTCOME_QUEUE_OR_TOPIC = "OUTCOME_QUEUE_OR_TOPIC"
 SERVICEBUS_CONNECTION = "SERVICEBUS_CONNECTION"
 SERVICEBUS_QUEUE = "SERVICEBUS_QUEUE"
 GROUP_IMPORT_JOB_THRESHOLD = "GROUP_IMPORT_JOB_THRESHOLD"
+STORM_COALESCING = "STORM_COALESCING"
+STORM_JOB_THRESHOLD = "STORM_JOB_THRESHOLD"
 IOTHUB_REGISTRY_OPS_PER_MINUTE = "IOTHUB_REGISTRY_OPS_PER_MINUTE"
 EMULATOR_CA_BUNDLE = "EMULATOR_CA_BUNDLE"
 CERT_EXPIRY_WARNING_DAYS = "CERT_EXPIRY_WARNING_DAYS"
@@ -297,6 +299,8 @@ class Settings:
     servicebus: Connection | None = None
     servicebus_queue: str | None = None
     group_import_job_threshold: int = 1000  # our choice: above this many devices, use an import job
+    storm_coalescing: bool = True  # single devices' hub steps may wait in a per-hub set (docs/engine.md)
+    storm_job_threshold: int = 100  # our choice: a hub's set this large goes by an import job
     emulator_ca_bundle: str | None = None
     cert_expiry_warning_days: int = 30  # our choice; not pinned by a source
     audit_remediate: bool = False
@@ -327,6 +331,8 @@ class Settings:
             servicebus=resolve_connection(values, SERVICEBUS_CONNECTION),
             servicebus_queue=_get(values, SERVICEBUS_QUEUE),
             group_import_job_threshold=_int(values, GROUP_IMPORT_JOB_THRESHOLD, 1000),
+            storm_coalescing=_bool(values, STORM_COALESCING, True),
+            storm_job_threshold=_int(values, STORM_JOB_THRESHOLD, 100),
             emulator_ca_bundle=_get(values, EMULATOR_CA_BUNDLE),
             cert_expiry_warning_days=_int(values, CERT_EXPIRY_WARNING_DAYS, 30),
             audit_remediate=_bool(values, AUDIT_REMEDIATE, False),
@@ -352,6 +358,7 @@ class Settings:
             f"outcome={self.outcome_servicebus!r}->{self.outcome_queue_or_topic!r}, "
             f"servicebus={self.servicebus!r}, servicebus_queue={self.servicebus_queue!r}, "
             f"group_import_job_threshold={self.group_import_job_threshold}, "
+            f"storm_coalescing={self.storm_coalescing}, storm_job_threshold={self.storm_job_threshold}, "
             f"emulator_ca_bundle={self.emulator_ca_bundle!r}, "
             f"cert_expiry_warning_days={self.cert_expiry_warning_days}, "
             f"audit_remediate={self.audit_remediate}, registry_budgets={self.registry_budgets!r}, "

@@ -37,6 +37,8 @@ from unprovision.group import scaleout
 from unprovision.group.batches import ACTIONS
 from unprovision.group.inprocess import GroupWork, ProgressFn
 from unprovision.outcomes import Answer, Outcome
+from unprovision.storm import coalesce
+from unprovision.storm.coalesce import Storm
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +63,7 @@ class Engine:
     lease_ttl: float = lease.DEFAULT_TTL
     lease_wait: float = lease.DEFAULT_WAIT
     sleep: Callable[[float], None] = time.sleep
+    storm: Storm | None = None  # storm coalescing of single devices' hub steps (``unprovision.storm``)
 
     def apply(self, event: LifecycleEvent, *, dry_run: bool = False, force_allowed: bool = False,
               progress: ProgressFn | None = None) -> Outcome:
@@ -92,6 +95,9 @@ class Engine:
         if record is not None and record.plan:
             plan = plan_from_dict(record.plan)  # resume with the plan decided first, not a fresh one
         else:
+            if self.storm is not None and not event.is_group:  # earlier steps on the device land first
+                coalesce.settle_earlier(self.storm, event.target,
+                                        coalesce.Apply(self.registries, self.journal, self.notifier))
             plan = self._decide(event)
             record = self.journal.begin(
                 event.event_id, event_type=str(event.type), target=event.target, source=event.source,
@@ -115,7 +121,7 @@ class Engine:
     def _context(self, event_id: str, progress: ProgressFn | None,
                  correlation_id: str | None = None) -> Context:
         return Context(event_id, self.dps, self.registries, self.journal, self.notifier, self.group_cache,
-                       self.group_work, self.work_queue, progress, correlation_id)
+                       self.group_work, self.work_queue, progress, correlation_id, self.storm)
 
     def _dry_run(self, event: LifecycleEvent) -> Outcome:
         plan = self._decide(event)

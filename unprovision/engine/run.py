@@ -25,6 +25,7 @@ from shared.ports import (
     Change,
     DeviceRegistries,
     DeviceRegistry,
+    EventRecord,
     Journal,
     Notifier,
     ProvisioningService,
@@ -36,6 +37,8 @@ from unprovision.group import scaleout
 from unprovision.group.batches import ACTIONS
 from unprovision.group.inprocess import GroupWork, ProgressFn, purge_group
 from unprovision.outcomes import Outcome, done_indices, plan_steps
+from unprovision.storm import coalesce
+from unprovision.storm.coalesce import Storm
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +63,7 @@ class Context:
     work_queue: WorkQueue | None  # set: group steps scale out through it
     progress: ProgressFn | None = None
     correlation_id: str | None = None  # for the logs' correlationId (docs/operations.md)
+    storm: Storm | None = None  # set: a single device's hub step may join its hub's pending set
 
 
 class Run:
@@ -68,11 +72,13 @@ class Run:
     def __init__(self, plan: Plan, context: Context) -> None:
         self.plan, self.c = plan, context
         self.warnings: list[str] = list(plan.warnings)
+        self.started_from: EventRecord | None = None  # the journal's record when this pass began
 
     def execute(self) -> Outcome:
         if self.plan.refused:
             return self._finish(EventStatus.REFUSED, self.plan.refusal)
-        done = done_indices(self.c.journal.get(self.c.event_id), self.plan)
+        self.started_from = self.c.journal.get(self.c.event_id)
+        done = done_indices(self.started_from, self.plan)
         indexed = list(enumerate(self.plan.steps))
         dps_steps = [(i, s) for i, s in indexed if s.service is Service.DPS]
         hub_steps = [(i, s) for i, s in indexed if s.service is Service.HUB]
@@ -87,6 +93,8 @@ class Run:
                     continue
                 if step.kind in ACTIONS and self._scales_out(i, hub_steps):
                     return self._scale_out(i, step)
+                if self._waits_in_set(i, step, last=hub_steps[-1][0] == i):
+                    return self.pending()
                 self._run_step(i, step, partial(self._hub_step, step))
         except Permanent as exc:
             return self._finish(EventStatus.FAILED, str(exc))
@@ -179,6 +187,25 @@ class Run:
                       page_size=self.c.group_work.page_size)
         scaleout.complete_if_settled(self.c.journal, self.c.event_id, index, self.c.notifier)
         return self.pending()
+
+    def _waits_in_set(self, index: int, step: Step, *, last: bool) -> bool:
+        """Storm coalescing (``unprovision.storm.coalesce``): True when the step waits in its hub's set."""
+        storm = self.c.storm
+        if storm is None or not coalesce.coalescible(step, last):
+            return False
+        entry = coalesce.entry_for(self.c.event_id, index, step)
+        if coalesce.is_waiting(self.started_from, index):  # a redelivery while the step waits
+            if storm.pending.get(entry.hub, entry.device_id) is not None:
+                storm.queue.send(coalesce.flush_message(entry.hub))  # its first delivery may have died
+                return True                                           # before it sent one
+            record = self.c.journal.get(self.c.event_id)  # a flush finishes the event before removing it
+            if record is not None and is_finished(record.status):
+                return True
+        elif not coalesce.should_join(storm, entry.hub):
+            return False
+        self._record(index, step, StepOutcome.SKIPPED, after=coalesce.PENDING_AFTER)
+        coalesce.join(storm, entry)
+        return True
 
     # -- confirmation ------------------------------------------------------------------------------------
     def _confirm(self, dps_steps: list[tuple[int, Step]]) -> None:

@@ -37,19 +37,26 @@ def tally_of(result: BulkResult) -> Tally:
 
 def bulk_call(registry: DeviceRegistry, action: str, device_ids: list[str], *, limiter: RateLimiter,
               sleep: Sleep, reason: str | None = None) -> Tally:
-    """One throttled bulk call. A 429 despite the budget (another client spends it too) is retried by the
-    project's one retry mechanism (``shared/retry.py``): only ``Throttled``, at most ``THROTTLE_RETRIES``
-    more times, after at least its Retry-After; each attempt first reserves its devices again. Then the 429
-    surfaces so the host redelivers (429s: docs/azure-behaviour.md §8.1; redelivery: §F2)."""
+    """One throttled bulk call (``bulk_result``), counted."""
+    return tally_of(bulk_result(registry, action, device_ids, limiter=limiter, sleep=sleep, reason=reason))
+
+
+def bulk_result(registry: DeviceRegistry, action: str, device_ids: list[str], *, limiter: RateLimiter,
+                sleep: Sleep, reason: str | None = None) -> BulkResult:
+    """One throttled bulk call, with what happened to each device. A 429 despite the budget (another
+    client spends it too) is retried by the project's one retry mechanism (``shared/retry.py``): only
+    ``Throttled``, at most ``THROTTLE_RETRIES`` more times, after at least its Retry-After; each attempt
+    first reserves its devices again. Then the 429 surfaces so the host redelivers (429s:
+    docs/azure-behaviour.md §8.1; redelivery: §F2)."""
     if not 0 < len(device_ids) <= BATCH_LIMIT:
         raise ValueError(f"a bulk call takes 1..{BATCH_LIMIT} devices, got {len(device_ids)}")
 
-    def attempt() -> Tally:
+    def attempt() -> BulkResult:
         wait_for(limiter, registry.hub, len(device_ids), sleep)
         if action == "delete":
-            return tally_of(registry.bulk_delete(device_ids))
-        return tally_of(registry.bulk_disable(
-            device_ids, reason, spend=lambda reads: wait_for(limiter, registry.hub, reads, sleep)))
+            return registry.bulk_delete(device_ids)
+        return registry.bulk_disable(
+            device_ids, reason, spend=lambda reads: wait_for(limiter, registry.hub, reads, sleep))
 
     return Retrier(THROTTLE_POLICY, sleep=sleep).call(attempt, name=f"bulk {action} ({registry.hub})")
 

@@ -42,7 +42,10 @@ class ImportJobRunner(Protocol):
 
     def delete(self, device_ids: Iterable[str]) -> JobCounts: ...
 
-    def disable(self, device_ids: Iterable[str], reason: str | None = None) -> JobCounts: ...
+    def disable(self, device_ids: Iterable[str], reason: str | None = None, *,
+                reasons: Mapping[str, str] | None = None) -> JobCounts:
+        """``reasons``: a statusReason per device ID, else ``reason``."""
+        ...
 
 
 # hub host name -> its runner, or None when that hub cannot use the path (it then stays on the bulk path)

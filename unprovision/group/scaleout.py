@@ -42,7 +42,7 @@ from shared.ports import (
 )
 from unprovision.engine import lease
 from unprovision.group.batches import ACTIONS, bulk_call, iter_batches
-from unprovision.outcomes import Outcome
+from unprovision.outcomes import publish_recorded
 from unprovision.throttle import Sleep
 
 log = logging.getLogger(__name__)
@@ -261,6 +261,5 @@ def complete_if_settled(journal: Journal, event_id: str, step_index: int, notifi
         error=error))
     final = journal.get(event_id)
     if notifier is not None and final is not None:
-        published = Outcome.from_record(final).to_dict()
-        notifier.publish({**published, "correlationId": final.correlation_id or None})
+        publish_recorded(notifier, final)
     return True

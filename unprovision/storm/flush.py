@@ -1,0 +1,111 @@
+"""The work-queue side of storm coalescing: drain one hub's pending set.
+
+A flush message names only a hub (``{"flushHub": "<hub host name>"}``); what is applied is what the
+journal's storage holds in that hub's set, so a forged message can name no device of its own. The flush
+runs under the hub's flush lease (``wait=0``: a delivery that finds it held returns at once, because the
+holder re-reads the set before it lets go). Each round claims every step that waits (and steps an earlier
+flush claimed and died holding: the lease makes this flush the only one), applies them — one import job
+per action at or above the job threshold, bulk calls paid from the hub's budget below it — records each
+event's step and finishes it, then removes the steps. After letting the lease go it looks once more and
+sends a new message when steps wait, so a step that joined in the gap is never stranded.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from shared.errors import FieldError, Rejected, Transient
+from shared.ports import PendingHubStep
+from unprovision.engine import lease
+from unprovision.storm import settle
+from unprovision.storm.coalesce import (
+    DIRECT_CLAIM,
+    FLUSH_CLAIM,
+    FLUSH_KEY,
+    REQUEST_STALE,
+    Apply,
+    Storm,
+    flush_lease_key,
+    flush_message,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_ROUNDS = 50  # then the lease is let go and a new message carries on (bounded work per delivery)
+ROUND_SECONDS = 300.0  # no round starts after this long (the host's functionTimeout is 10 minutes)
+
+
+def parse_flush(message: Any, hubs: list[str]) -> str:
+    """The hub a flush message names; ``Rejected`` unless it is exactly ``{"flushHub": <configured hub>}``."""
+    if not isinstance(message, dict) or set(message) != {FLUSH_KEY}:
+        raise Rejected([FieldError("$", f"a flush message has exactly one key, {FLUSH_KEY}")],
+                       "invalid flush message")
+    hub = message[FLUSH_KEY]
+    known = {h.lower(): h for h in hubs}
+    if not isinstance(hub, str) or hub.lower() not in known:
+        raise Rejected([FieldError(FLUSH_KEY, "not a hub this app is configured for")],
+                       "invalid flush message")
+    return known[hub.lower()]
+
+
+def is_flush(message: Any) -> bool:
+    return isinstance(message, dict) and FLUSH_KEY in message
+
+
+def flush(hub: str, storm: Storm, ports: Apply, *, last_delivery: bool) -> int:
+    """Drain ``hub``'s set; how many events this delivery finished. ``Transient`` propagates for
+    redelivery (the claimed steps are taken again by the next flush) except on the last delivery, where a
+    fresh message is sent instead, so the steps are never left to the poison queue."""
+    finished = 0
+    try:
+        with lease.held(ports.journal, flush_lease_key(hub), wait=0.0, sleep=storm.sleep) as held:
+            finished = _drain(hub, storm, ports, held)
+    except lease.TargetBusy:
+        log.info("flush of %s: another delivery holds the hub's set", hub)
+        return 0
+    except Transient as exc:
+        if not last_delivery:
+            raise
+        log.warning("flush of %s gave up on its last delivery (%s); sent again", hub, type(exc).__name__)
+        storm.queue.send(flush_message(hub))
+        return finished
+    if storm.pending.has_waiting(hub) and storm.pending.request_flush(hub, REQUEST_STALE):
+        storm.queue.send(flush_message(hub))  # steps joined while this flush held the set
+    return finished
+
+
+def _drain(hub: str, storm: Storm, ports: Apply, held: lease.Lease) -> int:
+    storm.pending.clear_flush_request(hub)  # steps that join from now on ask for a message of their own
+    finished, started = 0, storm.clock()
+    claim = f"{FLUSH_CLAIM}{uuid.uuid4().hex}"
+    for _ in range(MAX_ROUNDS):
+        if storm.clock() - started > ROUND_SECONDS:
+            break
+        ours = [s for s in storm.pending.entries(hub) if _ours(s, claim)]
+        if not ours:
+            break
+        held.check()
+        claimed = storm.pending.claim(ours, claim)
+        if claimed:
+            finished += _apply(hub, claimed, storm, ports, held)
+    return finished
+
+
+def _ours(step: PendingHubStep, claim: str) -> bool:
+    """Waiting steps, and steps a flush claimed (an earlier one that died: only the lease holder flushes).
+    A step an event is settling directly (under its target's lease) is that event's."""
+    return step.claim is None or step.claim == claim or not step.claim.startswith(DIRECT_CLAIM)
+
+
+def _apply(hub: str, steps: list[PendingHubStep], storm: Storm, ports: Apply, held: lease.Lease) -> int:
+    runner = storm.import_jobs(hub) if storm.import_jobs is not None else None
+    target = settle.Hub(ports.registries.for_hub(hub), storm.limiter, lease.guarded_sleep(held, storm.sleep),
+                        runner, storm.job_threshold)
+    results = settle.apply_steps(steps, target)
+    held.check()
+    finished = settle.finish_events(steps, results, journal=ports.journal, notifier=ports.notifier)
+    storm.pending.remove(steps)
+    log.info("flush of %s: %s steps applied, %s events finished", hub, len(steps), finished)
+    return finished
