@@ -3,7 +3,8 @@
 A flush message names only a hub (``{"flushHub": "<hub host name>"}``); what is applied is what the
 journal's storage holds in that hub's set, so a forged message can name no device of its own. The flush
 runs under the hub's flush lease (``wait=0``: a delivery that finds it held returns at once, because the
-holder re-reads the set before it lets go). Each round claims every step that waits (and steps an earlier
+holder re-reads the set before it lets go, and a holder that dies has its own message redelivered once its
+lease expired, as for group batches). Each round claims every step that waits (and steps an earlier
 flush claimed and died holding: the lease makes this flush the only one), applies them — one import job
 per action at or above the job threshold, bulk calls paid from the hub's budget below it — records each
 event's step and finishes it, then removes the steps. After letting the lease go it looks once more and
@@ -60,7 +61,11 @@ def flush(hub: str, storm: Storm, ports: Apply, *, last_delivery: bool) -> int:
     fresh message is sent instead, so the steps are never left to the poison queue."""
     finished = 0
     try:
-        with lease.held(ports.journal, flush_lease_key(hub), wait=0.0, sleep=storm.sleep) as held:
+        # ttl read now, not bound at import: the soak's host compresses it below the queue's invisibility, as
+        # production has it (60 s lease, 10 min invisibility), so a dead holder's own message, redelivered,
+        # finds its lease expired and carries on; a delivery finding a live holder returns (see above)
+        with lease.held(ports.journal, flush_lease_key(hub), ttl=lease.DEFAULT_TTL, wait=0.0,
+                        sleep=storm.sleep) as held:
             finished = _drain(hub, storm, ports, held)
     except lease.TargetBusy:
         log.info("flush of %s: another delivery holds the hub's set", hub)

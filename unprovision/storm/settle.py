@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 KIND_OF = {"disable": StepKind.HUB_IDENTITY_DISABLED, "delete": StepKind.HUB_IDENTITY_DELETED}
 ACTION_OF = {kind: action for action, kind in KIND_OF.items()}
+_APPLIED = frozenset({StepOutcome.DONE.value, StepOutcome.ALREADY_DONE.value})
 
 
 @dataclass(frozen=True)
@@ -79,10 +80,11 @@ def _by_job(steps: list[PendingHubStep], hub: Hub) -> dict[str, Applied] | None:
         return None
     how = f"import job {getattr(counts, 'job_id', '') or '(nothing to change)'}"
     # a job counts changed and unchanged devices but does not name them: each step reads "done" with the
-    # job that covered it; the job's totals are in the log
+    # job that covered it ("already_done" when it changed none); the job's totals are in the log
     log.info("import job on %s: %s devices, changed %s, unchanged %s", hub.registry.hub, len(steps),
              counts.changed, counts.unchanged)
-    return {s.device_id: Applied(StepOutcome.DONE, how) for s in steps}
+    outcome = StepOutcome.DONE if counts.changed else StepOutcome.ALREADY_DONE
+    return {s.device_id: Applied(outcome, how) for s in steps}
 
 
 def _by_bulk(steps: list[PendingHubStep], hub: Hub) -> dict[str, Applied]:
@@ -148,9 +150,13 @@ def finish_event(step: PendingHubStep, applied: Applied, *, journal: Journal,
     record = journal.get(step.event_id)
     if record is None or record.status != EventStatus.IN_PROGRESS:
         return False
-    journal.record_step(step.event_id, StepRecord(
-        step.step_index, KIND_OF[step.action].value, step.device_id, applied.outcome.value, hub=step.hub,
-        after=applied.how, error=applied.error))
+    standing = next((r for r in record.steps if r.index == step.step_index), None)
+    if standing is not None and standing.outcome in _APPLIED:  # a flush killed after recording it
+        applied = Applied(StepOutcome(standing.outcome), standing.after or applied.how)
+    else:
+        journal.record_step(step.event_id, StepRecord(
+            step.step_index, KIND_OF[step.action].value, step.device_id, applied.outcome.value, hub=step.hub,
+            after=applied.how, error=applied.error))
     failed = applied.outcome is StepOutcome.FAILED
     try:
         journal.finish(step.event_id, EventStatus.FAILED if failed else EventStatus.COMPLETED, applied.error)
