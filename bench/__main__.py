@@ -1,11 +1,12 @@
 """``python -m bench [--quick] [--sizes 1000,10000] [--symmetric-sizes 1000,10000]
-[--memory-sizes 1000,100000] [--events 100] [--publish]``
+[--memory-sizes 1000,100000] [--events 100] [--storm-events 10000] [--only storm] [--publish]``
 
 Runs the group-purge comparison (engine as the product runs it, the engine's bulk path alone where the
 product took import jobs, naive baseline), the symmetric-key group runs (judged against their throttle
-floor), the memory runs and the single-event benchmark against one
+floor), the memory runs, the single-event benchmark and the storm of single-device events against one
 emulator process and one Azurite with blob (the import jobs' storage), then writes ``results.json``,
-``report.md`` and ``benchmark.png`` to ``bench/out/`` (``--publish`` also copies them to ``bench/results/``).
+``report.md``, ``benchmark.png`` (and ``storm.png``) to ``bench/out/`` (``--publish`` also copies them to
+``bench/results/``).
 """
 
 from __future__ import annotations
@@ -61,6 +62,12 @@ def parse(argv: list[str] | None) -> tuple[BenchOptions, bool]:
     p.add_argument("--events", type=int, help="single-device events per phase (default 100; quick 20)")
     p.add_argument("--latency-ms", type=float, default=20.0, help="injected latency for single events")
     p.add_argument("--skip-single", action="store_true", help="skip the single-event benchmark")
+    p.add_argument("--storm-events", type=int,
+                   help="stolen events per phase of the storm benchmark (default 10000; quick 300)")
+    p.add_argument("--storm-compression", type=_knob("--storm-compression", True), default=1.0,
+                   help="time-compression factor F of the storm (default 1: real time, the services bind it)")
+    p.add_argument("--skip-storm", action="store_true", help="skip the storm benchmark")
+    p.add_argument("--only", choices=("storm",), help="run only this benchmark")
     p.add_argument("--out", type=Path, default=OUT)
     p.add_argument("--publish", action="store_true", help="also copy the outputs to bench/results/")
     args = p.parse_args(argv)
@@ -78,6 +85,9 @@ def parse(argv: list[str] | None) -> tuple[BenchOptions, bool]:
         job_rate=args.job_rate,
         job_start=args.job_start_latency,
         single=not args.skip_single,
+        storm_events=0 if args.skip_storm else (args.storm_events or (300 if quick else 10000)),
+        storm_compression=args.storm_compression,
+        only=args.only,
         out=args.out,
         command=" ".join(["python -m bench", *(argv or sys.argv[1:])]),
     )

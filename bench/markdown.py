@@ -6,6 +6,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from bench.storm_report import markdown_section
+
 
 def _secs(value: float) -> str:
     if math.isnan(value):
@@ -231,5 +233,8 @@ def render(results: Mapping[str, Any]) -> str:
              "its wanted IDs in a temporary SQLite file and streams the export into the import."), ""]
     out += _memory_table(results["memory"])
     out += ["", "## Single-device events (queue → local host → emulator)", "", *_single(results["single"])]
-    out += ["", "![benchmark plot](benchmark.png)", ""]
+    out += markdown_section(results.get("storm") or {"skipped": "not run"})
+    if results["group"] or results["memory"]:
+        out += ["", "![benchmark plot](benchmark.png)"]
+    out += [""]
     return "\n".join(out)

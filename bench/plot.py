@@ -11,6 +11,8 @@ import matplotlib
 matplotlib.use("Agg")  # no display here; must precede pyplot
 import matplotlib.pyplot as plt
 
+from bench.storm_report import LABELS as STORM_LABELS
+
 
 def plot(results: Mapping[str, Any], path: Path) -> None:
     groups, memory = results["group"], results["memory"]
@@ -34,6 +36,26 @@ def plot(results: Mapping[str, Any], path: Path) -> None:
     right.set_xlabel("devices purged (engine, in process)")
     right.set_ylabel("peak RSS (MB)")
     right.set_title("Memory")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_storm(storm: Mapping[str, Any], path: Path) -> None:
+    """Devices still able to send (not yet refused at their hub) over real service time, both phases."""
+    fig, ax = plt.subplots(figsize=(8, 4.2))
+    for name, label in STORM_LABELS.items():
+        curve = storm.get(name, {}).get("curve") or []
+        if curve:
+            xs, ys = zip(*curve, strict=True)
+            ax.step([x / 60 for x in xs], ys, where="post", label=label)
+    ax.set_xlabel("real service time since the events were queued (min)")
+    ax.set_ylabel("devices still able to send")
+    ax.set_title(f"Storm: {storm['events']:,} stolen events, {storm['hubs']} S1 hubs "
+                 f"(F = {storm['timeCompression']:g})")
+    ax.legend()
+    ax.grid(True, alpha=0.3)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

@@ -18,7 +18,8 @@ from bench import report
 from bench.emu import running_emulator
 from bench.group import MEMORY_PATHS, GroupSettings, compare, memory_run, symmetric_run
 from bench.markdown import render
-from bench.plot import plot
+from bench.plot import plot, plot_storm
+from bench.storm_report import storm_summary, storm_verdict
 from emulator.iothub.jobtiming import DEFAULT_DEVICES_PER_SECOND, DEFAULT_START_SECONDS
 
 HUBS = 3
@@ -39,6 +40,9 @@ class BenchOptions:
     job_rate: float = DEFAULT_DEVICES_PER_SECOND  # emulator import/export jobs, real-service time
     job_start: float = DEFAULT_START_SECONDS
     single: bool = True
+    storm_events: int = 0  # 0: no storm benchmark
+    storm_compression: float = 1.0  # real time: at a higher F the local host, not the services, binds it
+    only: str | None = None  # "storm": skip every other benchmark
     out: Path = Path("bench/out")
     command: str = "python -m bench"
     targets: report.Targets = field(default_factory=report.Targets)
@@ -48,7 +52,11 @@ def run(options: BenchOptions, log: Callable[[str], None] = lambda _l: None) -> 
     """Azurite with blob serves the engine's import jobs (as ``AzureWebJobsStorage`` does for the app)."""
     from devhost.azurite import start_azurite
 
-    raw: dict[str, Any] = {"group": [], "symmetric": [], "memory": [], "single": {"skipped": "--skip-single"}}
+    raw: dict[str, Any] = {"group": [], "symmetric": [], "memory": [], "single": {"skipped": "--skip-single"},
+                           "storm": {"skipped": "--skip-storm"}}
+    if options.only == "storm":
+        options = replace(options, sizes=(), symmetric_sizes=(), memory_sizes=(), single=False)
+        raw["single"] = {"skipped": "--only storm"}
     with (
         tempfile.TemporaryDirectory(prefix="bench-") as tmp,
         running_emulator(Path(tmp) / "emulator", hubs=HUBS, time_compression=options.compression) as emu,
@@ -69,7 +77,7 @@ def run(options: BenchOptions, log: Callable[[str], None] = lambda _l: None) -> 
             started = time.monotonic()
             raw["symmetric"].append(symmetric_run(emu, size, settings))
             log(f"  done in {time.monotonic() - started:.0f} s")
-        for path in MEMORY_PATHS:
+        for path in MEMORY_PATHS if options.memory_sizes else ():
             for size in options.memory_sizes:
                 log(f"memory: {size:,} devices, {path}")
                 raw["memory"].append(memory_run(emu, size, settings, path))
@@ -79,6 +87,16 @@ def run(options: BenchOptions, log: Callable[[str], None] = lambda _l: None) -> 
 
             raw["single"] = run_single(
                 emu, options.events, options.latency_ms, options.event_interval, Path(tmp)
+            )
+        if options.storm_events:
+            log(f"storm: {options.storm_events:,} stolen events, coalesced then per-event "
+                f"(F = {options.storm_compression:g})")
+            from bench.storm import run_storm
+
+            raw["storm"] = run_storm(
+                emu, options.storm_events, options.storm_compression, Path(tmp),
+                storage=blobs.connection_string, job_rate=options.job_rate, job_start=options.job_start,
+                log=log,
             )
     return assemble(raw, options)
 
@@ -115,6 +133,10 @@ def assemble(raw: dict[str, Any], options: BenchOptions) -> dict[str, Any]:
         single = {**single, "cpus": os.cpu_count()}
         verdicts += report.single_verdicts(single, targets)
         single = {k: v for k, v in single.items() if k != "latencies"}
+    storm = raw.get("storm") or {"skipped": "not run"}
+    if "skipped" not in storm:
+        storm = storm_summary(storm)
+        verdicts.append(storm_verdict(storm))
     meta = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "cpus": os.cpu_count(),
@@ -136,6 +158,7 @@ def assemble(raw: dict[str, Any], options: BenchOptions) -> dict[str, Any]:
         "symmetric": symmetric,
         "memory": memory,
         "single": single,
+        "storm": storm,
     }
 
 
@@ -154,5 +177,12 @@ def write_outputs(results: dict[str, Any], directory: Path) -> list[Path]:
     paths = [directory / "results.json", directory / "report.md", directory / "benchmark.png"]
     paths[0].write_text(json.dumps(_json_safe(results), indent=2, sort_keys=True), encoding="utf-8")
     paths[1].write_text(render(results), encoding="utf-8")
-    plot(results, paths[2])
+    if results["group"] or results["memory"]:
+        plot(results, paths[2])
+    else:  # e.g. --only storm: nothing for the group/memory plot
+        paths.pop()
+    storm = results.get("storm", {})
+    if storm and "skipped" not in storm:
+        paths.append(directory / "storm.png")
+        plot_storm(storm, paths[-1])
     return paths

@@ -58,7 +58,7 @@ def _real(values: Sequence[float | None], compression: float) -> list[float]:
 
 
 def phase_summary(phase: Mapping[str, Any], compression: float, units: int = 1) -> dict[str, Any]:
-    """One phase's figures in real service time (wall × F), its floors and what bound it."""
+    """One phase's figures in real service time (wall x F), its floors and what bound it."""
     events = int(phase["events"])
     hub_since_start = list(phase["hubSinceStart"])
     refused = sum(1 for t in hub_since_start if t is not None)
@@ -74,6 +74,8 @@ def phase_summary(phase: Mapping[str, Any], compression: float, units: int = 1) 
     bucket = max(floors, key=lambda k: floors[k])
     over = ratio(all_refused, floors[bucket])
     bound = f"services ({bucket} floor)" if over <= HOST_BOUND else "host (client side)"
+    if not math.isfinite(all_refused):
+        bound = "unfinished"
     wall = float(phase["wallSeconds"])
     return {
         "mode": phase["mode"],
@@ -99,6 +101,7 @@ def phase_summary(phase: Mapping[str, Any], compression: float, units: int = 1) 
         "overFloor": over,
         "boundBy": bound,
         "curve": still_sending_curve(hub_since_start, events, compression),
+        "calls": dict(phase.get("calls", {})),  # "service METHOD /pattern": answered calls (every status)
     }
 
 
@@ -153,7 +156,8 @@ def markdown_section(storm: Mapping[str, Any]) -> list[str]:
     factor = storm["timeCompression"]
     lines += [
         (f"{storm['events']:,} `stolen` events per phase ({storm['groupMembers']:,} of them group members: "
-         f"a blocking enrollment each), queued at once on {storm['hubs']} hubs (S1 x 1: 100 registry ops/min), "
+         f"a blocking enrollment each), queued at once on {storm['hubs']} hubs (S1 x 1: 100 registry "
+         "ops/min), "
          f"DPS at 1,000 ops/min, jobs {storm['jobStartSeconds']:g} s + {storm['jobDevicesPerSecond']:g} "
          f"devices/s. App budget `IOTHUB_REGISTRY_OPS_PER_MINUTE` = {storm['appOpsPerMinute']:g} (the "
          f"emulator's compressed S1 budget), `STORM_JOB_THRESHOLD` = {storm['jobThreshold']}. "

@@ -121,22 +121,34 @@ def find_secrets(text: str, values: Iterable[str]) -> list[str]:
 
 
 RETRYABLE = ("Transient", "Throttled", "PreconditionFailed")
+# Transient subclasses of the service layer: the host redelivers them as designed (a delivery that waited
+# for its device's lease, or for a flush holding an earlier step of its device)
+RETRYABLE_ELSEWHERE = ("unprovision.engine.lease.TargetBusy", "unprovision.engine.lease.LeaseLost",
+                       "unprovision.storm.coalesce.EarlierStepInFlight")
 _RECORD_START = re.compile(r"\n(?=\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} )")
 _ERROR_RECORD = re.compile(r"\S+ \S+ (?:ERROR|CRITICAL) (\S+): (.*)")
+
+
+_HOST_START = re.compile(r"^=== host start \d+ ===$", re.MULTILINE)
 
 
 def host_loop_problems(log: str, allow_retryable: bool = True) -> list[str]:
     """ERROR records and tracebacks in the host's output other than a function that raised a retryable
     error (which the host logs with its traceback and redelivers, as designed)."""
     problems = []
-    for record in _RECORD_START.split(log):
+    # a host start banner (HostProcess writes "=== host start N ===", then devhost prints its functions)
+    # ends the record before it: without this, a traceback logged just before a kill would end in banner
+    # lines instead of its exception
+    records = [r for chunk in _HOST_START.split(log) for r in _RECORD_START.split(chunk)]
+    for record in records:
         match = _ERROR_RECORD.match(record)
         if match is None:
             if "Traceback" in record:
                 problems.append(record[:400])
             continue
         last = record.strip().splitlines()[-1]
-        retryable = any(last.startswith(f"shared.errors.{name}") for name in RETRYABLE)
+        retryable = any(last.startswith(f"shared.errors.{name}") for name in RETRYABLE) \
+            or any(last.startswith(f"{name}:") for name in RETRYABLE_ELSEWHERE)
         if not (allow_retryable and match.group(2).startswith("function ") and retryable):
             problems.append(record[:400])
     return problems

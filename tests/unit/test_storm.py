@@ -96,7 +96,7 @@ def _with(device: Any, status: HubDeviceStatus, reason: str | None) -> Any:
 
 
 class Storms:
-    """``size`` devices with individual enrollments on ``HUB`` (S1, one unit) and a wired storm."""
+    """``size`` devices with individual enrollments on ``HUB`` (a budget of 200 ops/min) and a storm."""
 
     def __init__(self, size: int = 150, *, threshold: int = 20) -> None:
         self.clock = FakeClock()
@@ -111,7 +111,8 @@ class Storms:
         self.notifier = RecordingNotifier()
         self.pending = InMemoryPendingHubSteps(clock=self.clock)
         self.jobs = FakeJobs(self.hub)
-        self.limiter = InMemoryRateLimiter(default=HubBudget(ops_per_minute=100, burst=100), clock=self.clock)
+        # 200 ops: the first 100 events pay their read and write (2 ops each) and go the direct way
+        self.limiter = InMemoryRateLimiter(default=HubBudget(ops_per_minute=200, burst=200), clock=self.clock)
         self.storm = Storm(pending=self.pending, queue=self.queue, limiter=self.limiter,
                            job_threshold=threshold, import_jobs=self.runner, sleep=self.clock.sleep,
                            clock=self.clock)

@@ -42,6 +42,8 @@ FLUSH_KEY = "flushHub"
 DIRECT_CLAIM = "direct-"  # claims made by an event settling an earlier one (under the target's lease)
 FLUSH_CLAIM = "flush-"  # claims made by a flush (under the hub's flush lease)
 DEFAULT_JOB_THRESHOLD = 100  # docs/engine.md, "Storms": where a job beats per-device calls on S1
+READ_OPS = 1  # the planner's read of the identity (engine/inventory.py)
+HUB_OPS = 2  # that read and the write: identity-registry operations of one direct hub step
 REQUEST_STALE = 60.0  # seconds after which a standing flush request is sent again (its sender may be dead)
 EARLIER_WAIT = 300.0  # seconds a later event waits for a flush that holds an earlier step of its device
 _POLL = 2.0
@@ -85,10 +87,15 @@ def entry_for(event_id: str, index: int, step: Step) -> PendingHubStep:
 
 
 def should_join(storm: Storm, hub: str) -> bool:
-    """Join when steps already wait in the hub's set (they go first), or when the budget has no token now.
-    The token taken when there is one pays for the direct call; when there is none, the reservation is one
-    op the flush will not need (an over-count of one per event that finds the bucket empty)."""
-    return storm.pending.has_waiting(hub) or storm.limiter.acquire(hub, 1) > 0
+    """Join when steps already wait in the hub's set (they go first), or when the budget cannot pay this
+    event's hub operations now. An event spends ``HUB_OPS`` on its hub: the planner's read of the identity
+    (already made) and the write. Both are charged here, so the shared bucket sees what the hub counts
+    (without the read it would never run dry while the hub answers 429). When the event joins, only the
+    read is due: the write goes in a job or a flush's budgeted bulk call."""
+    if storm.pending.has_waiting(hub):
+        storm.limiter.acquire(hub, READ_OPS)
+        return True
+    return storm.limiter.acquire(hub, HUB_OPS) > 0
 
 
 def join(storm: Storm, entry: PendingHubStep) -> PendingHubStep:
