@@ -1,5 +1,5 @@
 """``python -m bench [--quick] [--sizes 1000,10000] [--symmetric-sizes 1000,10000]
-[--memory-sizes 1000,100000] [--events 100] [--storm-events 10000] [--only storm] [--publish]``
+[--memory-sizes 1000,100000] [--events 100] [--storm-events 10000] [--only storm|single] [--publish]``
 
 Runs the group-purge comparison (engine as the product runs it, the engine's bulk path alone where the
 product took import jobs, naive baseline), the symmetric-key group runs (judged against their throttle
@@ -67,7 +67,7 @@ def parse(argv: list[str] | None) -> tuple[BenchOptions, bool]:
     p.add_argument("--storm-compression", type=_knob("--storm-compression", True), default=1.0,
                    help="time-compression factor F of the storm (default 1: real time, the services bind it)")
     p.add_argument("--skip-storm", action="store_true", help="skip the storm benchmark")
-    p.add_argument("--only", choices=("storm",), help="run only this benchmark")
+    p.add_argument("--only", choices=("storm", "single"), help="run only this benchmark")
     p.add_argument("--out", type=Path, default=OUT)
     p.add_argument("--publish", action="store_true", help="also copy the outputs to bench/results/")
     args = p.parse_args(argv)

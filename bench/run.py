@@ -57,6 +57,9 @@ def run(options: BenchOptions, log: Callable[[str], None] = lambda _l: None) -> 
     if options.only == "storm":
         options = replace(options, sizes=(), symmetric_sizes=(), memory_sizes=(), single=False)
         raw["single"] = {"skipped": "--only storm"}
+    elif options.only == "single":
+        options = replace(options, sizes=(), symmetric_sizes=(), memory_sizes=(), storm_events=0)
+        raw["storm"] = {"skipped": "--only single"}
     with (
         tempfile.TemporaryDirectory(prefix="bench-") as tmp,
         running_emulator(Path(tmp) / "emulator", hubs=HUBS, time_compression=options.compression) as emu,

@@ -16,7 +16,6 @@ import hmac
 import json
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
@@ -26,18 +25,10 @@ from azure.iot.hub import IoTHubJobManager
 from azure.iot.hub.protocol.models import JobProperties
 from msrest.exceptions import HttpOperationError
 
-from devhost.azurite import DEV_ACCOUNT, DEV_ACCOUNT_KEY, AzuriteHandle, start_azurite
+from devhost.azurite import DEV_ACCOUNT, DEV_ACCOUNT_KEY, AzuriteHandle
 
 pytestmark = pytest.mark.slow
 
-
-@pytest.fixture(scope="module")
-def blob_store() -> Iterator[AzuriteHandle]:
-    handle = start_azurite(blob=True)
-    try:
-        yield handle
-    finally:
-        handle.stop()
 
 
 def account_sas() -> str:

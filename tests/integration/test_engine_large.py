@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from devhost.azurite import DEV_ACCOUNT, DEV_ACCOUNT_KEY, AzuriteHandle, start_azurite
+from devhost.azurite import DEV_ACCOUNT, DEV_ACCOUNT_KEY, AzuriteHandle
 from shared.adapters.blob_container import BlobContainer
 from shared.adapters.dps import DpsProvisioningService
 from shared.adapters.hub_jobs import HubImportJobs
@@ -98,14 +98,6 @@ def test_a_thousand_device_group_on_two_hubs_is_purged_within_s1_with_bounded_me
     assert counting.read == DEVICES
     assert counting.max_ahead <= bound
 
-
-@pytest.fixture(scope="module")
-def blob_store() -> Iterator[AzuriteHandle]:
-    handle = start_azurite(blob=True)
-    try:
-        yield handle
-    finally:
-        handle.stop()
 
 
 def job_runners(emu: Any, blobs: AzuriteHandle, prefix: str) -> Any:

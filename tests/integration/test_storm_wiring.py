@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from devhost.azurite import AzuriteHandle, start_azurite
+from devhost.azurite import AzuriteHandle
 from shared.adapters.queues import queue_client
 from shared.adapters.settings import (
     IOTHUB_REGISTRY_OPS_PER_MINUTE,
@@ -36,14 +35,6 @@ BUDGET = 20  # events the hub's budget pays directly (2 ops each: the planner's 
 EVENTS = 50
 JOB = "POST /jobs/create"
 
-
-@pytest.fixture(scope="module")
-def blob_store() -> Iterator[AzuriteHandle]:
-    handle = start_azurite(blob=True)
-    try:
-        yield handle
-    finally:
-        handle.stop()
 
 
 def storm_services(emu: Any, blobs: AzuriteHandle, tmp_path: Path, **values: str) -> wiring.Services:

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from devhost.azurite import AzuriteHandle, start_azurite
+from devhost.azurite import AzuriteHandle
 from shared.adapters.settings import GROUP_IMPORT_JOB_THRESHOLD, from_emulator
 from tests.integration import engine_fleet as fleet
 from tests.support.azurite_fixtures import unique_prefix
@@ -30,15 +29,6 @@ DEVICES = 12  # round robin over the emulator's 2 hubs: 6 + 6
 BULK = "POST /devices"
 JOB = "POST /jobs/create"
 
-
-@pytest.fixture(scope="module")
-def blob_store() -> Iterator[AzuriteHandle]:
-    """Azurite with queue, table AND blob: journal, throttle bucket and job containers share its account."""
-    handle = start_azurite(blob=True)
-    try:
-        yield handle
-    finally:
-        handle.stop()
 
 
 def in_process_services(emu: Any, blobs: AzuriteHandle, tmp_path: Path, threshold: int) -> wiring.Services:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from devhost.azurite import AzuriteHandle, start_azurite
+from devhost.azurite import AzuriteHandle
 from emulator.testing import EmulatorHandle
 from shared.adapters.pending_tables import TablePendingHubSteps
 from tests.soak.checks import fleet_state, host_loop_problems, journal_rows
@@ -38,24 +38,15 @@ JOB = "POST /jobs/create"
 pytestmark = pytest.mark.soak
 
 
-@pytest.fixture(scope="module")
-def blob_azurite() -> Iterator[AzuriteHandle]:
-    """Azurite with blob as well: the import jobs' containers live in the app's storage account."""
-    handle = start_azurite(blob=True)
-    try:
-        yield handle
-    finally:
-        handle.stop()
-
 
 @pytest.fixture
-def storm_config(clean_emulator: EmulatorHandle, blob_azurite: AzuriteHandle) -> AppConfig:
+def storm_config(clean_emulator: EmulatorHandle, blob_store: AzuriteHandle) -> AppConfig:
     suffix = uuid.uuid4().hex[:10]
     prefix, lifecycle, work = f"storm{suffix}", f"storm-events-{suffix}", f"storm-work-{suffix}"
-    values = app_values(clean_emulator, blob_azurite, prefix, lifecycle, work,
+    values = app_values(clean_emulator, blob_store, prefix, lifecycle, work,
                         IOTHUB_REGISTRY_OPS_PER_MINUTE="30", STORM_JOB_THRESHOLD="20",
                         FORCE_SOURCES=FOUND_SOURCE)
-    return AppConfig(prefix, lifecycle, work, values, blob_azurite.connection_string)
+    return AppConfig(prefix, lifecycle, work, values, blob_store.connection_string)
 
 
 @pytest.fixture

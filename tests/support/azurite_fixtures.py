@@ -1,4 +1,4 @@
-"""Pytest plugin: one in-memory Azurite per test session, and a fresh ``TableJournal`` per test.
+"""Pytest plugin: in-memory Azurites for the test session (one with blob), a fresh ``TableJournal`` a test.
 
 Each journal gets its own table prefix, so tests never see each other's rows and need no clean-up
 beyond dropping their tables (done at teardown, best effort).
@@ -21,6 +21,17 @@ from shared.errors import UnprovisionError
 def azurite() -> Iterator[AzuriteHandle]:
     """Azurite (queue + table) on free 127.0.0.1 ports, in memory, for the whole session."""
     handle = start_azurite()
+    try:
+        yield handle
+    finally:
+        handle.stop()
+
+
+@pytest.fixture(scope="session")
+def blob_store() -> Iterator[AzuriteHandle]:
+    """A second Azurite with blob as well (queue + table + blob), for the tests whose import jobs need
+    containers in the app's storage account; one for the whole session."""
+    handle = start_azurite(blob=True)
     try:
         yield handle
     finally:
