@@ -92,6 +92,12 @@ class HubDevice:
     status_reason: str | None = None
 
 
+# Key in ``InventorySnapshot.extra`` naming a hub whose identity was not read (during a storm the engine
+# skips that read: the hub step then waits in the hub's set, docs/engine.md "Storms"); ``hub_device`` is
+# None then without meaning "absent".
+HUB_IDENTITY_NOT_READ = "hubIdentityNotRead"
+
+
 @dataclass(frozen=True)
 class InventorySnapshot:
     """Everything the planner may look at for one event. Absent means "does not exist" (not "unknown")."""
@@ -99,7 +105,7 @@ class InventorySnapshot:
     registration: RegistrationState | None = None
     enrollment: IndividualEnrollment | None = None
     groups: tuple[EnrollmentGroup, ...] = ()
-    hub_device: HubDevice | None = None
+    hub_device: HubDevice | None = None  # absent, or not read: see HUB_IDENTITY_NOT_READ
     # Step kinds already applied by earlier events on this target, newest first; `found` consults it.
     history: tuple[PastRevocation, ...] = ()
     extra: Mapping[str, str] = field(default_factory=dict)

@@ -8,7 +8,7 @@ device, ``found`` or group planner; each builds on this module only, so the depe
 from __future__ import annotations
 
 from shared.events import LifecycleEvent
-from shared.model import EnrollmentGroup, InventorySnapshot
+from shared.model import HUB_IDENTITY_NOT_READ, EnrollmentGroup, InventorySnapshot
 from shared.plan import Plan, Service, Step
 
 MAX_STATUS_REASON = 128
@@ -78,6 +78,6 @@ def resolve_hub(draft: Draft, snap: InventorySnapshot) -> tuple[str, str] | None
             f"event deviceId {event.device_id!r} differs from the hub device ID {device_id!r} DPS assigned;"
             " the assigned one is used"
         )
-    if dev is None:
+    if dev is None and HUB_IDENTITY_NOT_READ not in snap.extra:
         draft.warn(f"hub identity {device_id} not found on {hub}; its step will report already done")
     return hub, device_id

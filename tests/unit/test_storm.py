@@ -372,3 +372,22 @@ def test_a_pending_entry_records_which_event_and_step_it_belongs_to() -> None:
     entry = s.pending.get(HUB, "dev-0100")
     assert isinstance(entry, PendingHubStep)
     assert (entry.event_id, entry.action, entry.claim) == ("ev-0100", "disable", None)
+
+
+def test_while_steps_wait_a_revoked_devices_hub_identity_is_not_read_and_no_warning_says_absent() -> None:
+    s = Storms(size=130)
+    s.lost(101)  # the 101st joined: the set has a waiting step
+    reads = s.hub.calls["get"]
+    outcome = s.engine.apply(s.event("ev-0101", "dev-0101"))
+    assert outcome.status == EventStatus.IN_PROGRESS
+    assert s.hub.calls["get"] == reads  # a storm costs the hub nothing per event
+    assert not any("not found" in w for w in outcome.warnings)
+
+
+def test_a_found_still_reads_the_hub_identity_while_steps_wait() -> None:
+    s = Storms(size=130)
+    s.lost(101)
+    s.clock.advance(60)
+    reads = s.hub.calls["get"]
+    s.engine.apply(s.event("fd-0005", "dev-0005", kind="found"))
+    assert s.hub.calls["get"] > reads

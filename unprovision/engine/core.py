@@ -21,6 +21,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 
 from shared.events import EventType, LifecycleEvent
 from shared.lifecycle import EventStatus, is_finished
@@ -110,7 +111,11 @@ class Engine:
         return Run(plan, context).execute()
 
     def _decide(self, event: LifecycleEvent) -> Plan:
-        snapshot = read_snapshot(event, self.dps, self.registries, self.journal, group_cache=self.group_cache)
+        hub_read = None
+        if self.storm is not None and event.type is not EventType.FOUND:  # a re-enable never waits
+            hub_read = partial(coalesce.reads_identity, self.storm)
+        snapshot = read_snapshot(event, self.dps, self.registries, self.journal, group_cache=self.group_cache,
+                                 hub_read=hub_read)
         plan = self.planner(event, self.policy, snapshot)
         hub = snapshot.extra.get(HUB_NOT_CONFIGURED)
         if hub:

@@ -22,7 +22,14 @@ from collections.abc import Callable
 from shared.errors import HubNotConfigured
 from shared.events import LifecycleEvent
 from shared.lifecycle import EventStatus
-from shared.model import EnrollmentGroup, HubDevice, InventorySnapshot, PastRevocation, RegistrationState
+from shared.model import (
+    HUB_IDENTITY_NOT_READ,
+    EnrollmentGroup,
+    HubDevice,
+    InventorySnapshot,
+    PastRevocation,
+    RegistrationState,
+)
 from shared.plan import plan_from_dict
 from shared.ports import DeviceRegistries, EventRecord, Journal, ProvisioningService
 from shared.revocation_found import lifts_one_way
@@ -58,6 +65,9 @@ class GroupCache:
             self._groups = None
 
 
+HubRead = Callable[[str], bool]  # hub -> read its identity now? (storm coalescing: unprovision.storm)
+
+
 def read_snapshot(
     event: LifecycleEvent,
     dps: ProvisioningService,
@@ -65,8 +75,10 @@ def read_snapshot(
     journal: Journal,
     *,
     group_cache: GroupCache,
+    hub_read: HubRead | None = None,
 ) -> InventorySnapshot:
-    """The planner's snapshot for ``event``; absent things are absent, an unknown hub is noted in extra."""
+    """The planner's snapshot for ``event``; absent things are absent, an unknown hub is noted in extra, a
+    hub identity ``hub_read`` said not to read is noted too (``HUB_IDENTITY_NOT_READ``)."""
     history = read_history(journal, event.target)
     if event.is_group:
         return InventorySnapshot(groups=_groups_with_fresh(dps, group_cache, event.target), history=history)
@@ -74,7 +86,7 @@ def read_snapshot(
     enrollment = dps.get_enrollment(event.target)
     cache = group_cache
     groups = cache.groups(dps)
-    hub_device, extra = _read_hub_device(registration, registries)
+    hub_device, extra = _read_hub_device(registration, registries, hub_read)
     return InventorySnapshot(
         registration=registration, enrollment=enrollment, groups=groups, hub_device=hub_device,
         history=history, extra=extra,
@@ -90,7 +102,7 @@ def _groups_with_fresh(
 
 
 def _read_hub_device(
-    registration: RegistrationState | None, registries: DeviceRegistries
+    registration: RegistrationState | None, registries: DeviceRegistries, hub_read: HubRead | None
 ) -> tuple[HubDevice | None, dict[str, str]]:
     if registration is None or not registration.assigned_hub:
         return None, {}
@@ -98,6 +110,8 @@ def _read_hub_device(
         registry = registries.for_hub(registration.assigned_hub)
     except HubNotConfigured:
         return None, {HUB_NOT_CONFIGURED: registration.assigned_hub}
+    if hub_read is not None and not hub_read(registry.hub):
+        return None, {HUB_IDENTITY_NOT_READ: registry.hub}
     return registry.get(registration.device_id or registration.registration_id), {}
 
 

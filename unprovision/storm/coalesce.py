@@ -42,8 +42,6 @@ FLUSH_KEY = "flushHub"
 DIRECT_CLAIM = "direct-"  # claims made by an event settling an earlier one (under the target's lease)
 FLUSH_CLAIM = "flush-"  # claims made by a flush (under the hub's flush lease)
 DEFAULT_JOB_THRESHOLD = 100  # docs/engine.md, "Storms": where a job beats per-device calls on S1
-READ_OPS = 1  # the planner's read of the identity (engine/inventory.py)
-HUB_OPS = 2  # that read and the write: identity-registry operations of one direct hub step
 REQUEST_STALE = 60.0  # seconds after which a standing flush request is sent again (its sender may be dead)
 EARLIER_WAIT = 300.0  # seconds a later event waits for a flush that holds an earlier step of its device
 _POLL = 2.0
@@ -86,16 +84,22 @@ def entry_for(event_id: str, index: int, step: Step) -> PendingHubStep:
                           action=settle.ACTION_OF[step.kind], reason=step.params.get("statusReason"))
 
 
-def should_join(storm: Storm, hub: str) -> bool:
-    """Join when steps already wait in the hub's set (they go first), or when the budget cannot pay this
-    event's hub operations now. An event spends ``HUB_OPS`` on its hub: the planner's read of the identity
-    (already made) and the write. Both are charged here, so the shared bucket sees what the hub counts
-    (without the read it would never run dry while the hub answers 429). When the event joins, only the
-    read is due: the write goes in a job or a flush's budgeted bulk call."""
+def reads_identity(storm: Storm, hub: str) -> bool:
+    """Whether the planner reads a revoked device's hub identity: not while steps wait in the hub's set
+    (the step will wait there too, and a job needs no read), so a storm costs its hub nothing per event;
+    otherwise yes, and the read is paid from the hub's budget, so the bucket sees what the hub counts
+    (without it the bucket would never run dry while the hub answers 429)."""
     if storm.pending.has_waiting(hub):
-        storm.limiter.acquire(hub, READ_OPS)
-        return True
-    return storm.limiter.acquire(hub, HUB_OPS) > 0
+        return False
+    storm.limiter.acquire(hub, 1)
+    return True
+
+
+def should_join(storm: Storm, hub: str) -> bool:
+    """Join when steps already wait in the hub's set (they go first), or when the budget cannot pay the
+    write now. The token taken when there is one pays for the direct call; when there is none, the
+    reservation is one op the step will not need (it goes in a job or a flush's budgeted bulk call)."""
+    return storm.pending.has_waiting(hub) or storm.limiter.acquire(hub, 1) > 0
 
 
 def join(storm: Storm, entry: PendingHubStep) -> PendingHubStep:
