@@ -391,3 +391,14 @@ def test_a_found_still_reads_the_hub_identity_while_steps_wait() -> None:
     reads = s.hub.calls["get"]
     s.engine.apply(s.event("fd-0005", "dev-0005", kind="found"))
     assert s.hub.calls["get"] > reads
+
+
+def test_an_event_that_finds_the_budget_spent_joins_the_set_without_reading_the_hub_identity() -> None:
+    s = Storms(size=101)
+    s.lost(100)  # 100 events x (read + write) spend the 200-op burst
+    reads = s.hub.calls["get"]
+    outcome = s.engine.apply(s.event("ev-0100", "dev-0100"))
+    assert outcome.status == EventStatus.IN_PROGRESS
+    assert s.hub.calls["get"] == reads  # reading would hold the event on the hub's 429s
+    assert s.hub_step("ev-0100").after == PENDING_AFTER
+    assert not any("not found" in w for w in outcome.warnings)
