@@ -87,10 +87,16 @@ def write_local_settings(path: Path, values: dict[str, Any]) -> Path:
     return path
 
 
-@pytest.fixture
-def host_process(app_config: AppConfig, tmp_path: Path) -> Iterator[HostProcess]:
-    """The real app under ``python -m devhost`` as a subprocess (not started yet: call ``.start()``)."""
-    settings = write_local_settings(tmp_path / "local.settings.json", app_config.values)
+def host_for(config: AppConfig, tmp_path: Path) -> Iterator[HostProcess]:
+    """The real app under ``python -m devhost`` as a subprocess with ``config``'s settings (not started yet:
+    call ``.start()``); stopped when the fixture that yields from this ends."""
+    settings = write_local_settings(tmp_path / "local.settings.json", config.values)
     host = HostProcess(APP_ROOT, settings, tmp_path / "devhost-state", tmp_path / "devhost.log")
     yield host
     host.stop()
+
+
+@pytest.fixture
+def host_process(app_config: AppConfig, tmp_path: Path) -> Iterator[HostProcess]:
+    """The real app with the suite's settings (``host_for``)."""
+    yield from host_for(app_config, tmp_path)

@@ -24,7 +24,7 @@ from devhost.azurite import AzuriteHandle
 from emulator.testing import EmulatorHandle
 from shared.adapters.pending_tables import TablePendingHubSteps
 from tests.soak.checks import fleet_state, host_loop_problems, journal_rows
-from tests.soak.conftest import APP_ROOT, AppConfig, app_values, write_local_settings
+from tests.soak.conftest import AppConfig, app_values, host_for
 from tests.soak.hostproc import HostProcess
 from tests.soak.settle import queue, send_all, wait_settled
 from tests.soak.soakfleet import Expected, event_body, seed_fleet
@@ -51,10 +51,7 @@ def storm_config(clean_emulator: EmulatorHandle, blob_store: AzuriteHandle) -> A
 
 @pytest.fixture
 def storm_host(storm_config: AppConfig, tmp_path: Path) -> Iterator[HostProcess]:
-    settings = write_local_settings(tmp_path / "local.settings.json", storm_config.values)
-    host = HostProcess(APP_ROOT, settings, tmp_path / "devhost-state", tmp_path / "devhost.log")
-    yield host
-    host.stop()
+    yield from host_for(storm_config, tmp_path)
 
 
 def test_a_storm_under_faults_and_kills_ends_with_every_event_applied_once_and_no_step_left(

@@ -7,7 +7,7 @@ budgets refill only when a test moves it.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
@@ -402,3 +402,30 @@ def test_an_event_that_finds_the_budget_spent_joins_the_set_without_reading_the_
     assert s.hub.calls["get"] == reads  # reading would hold the event on the hub's 429s
     assert s.hub_step("ev-0100").after == PENDING_AFTER
     assert not any("not found" in w for w in outcome.warnings)
+
+
+def test_a_set_below_the_job_threshold_waits_while_the_storm_fills_it_and_goes_by_one_job() -> None:
+    s = Storms(size=150, threshold=20)
+    s.lost(105)  # the first 100 went direct; 5 wait: below the threshold
+    joined: list[int] = []
+
+    def storm_goes_on(seconds: float) -> None:  # while the flush waits, 25 more events join the set
+        s.clock.sleep(seconds)
+        if not joined:
+            joined.append(25)
+            s.lost(25, start=105)
+
+    finished = flush.flush(HUB, replace(s.storm, sleep=storm_goes_on), s.ports(), last_delivery=False)
+    assert finished == 30
+    assert [len(job) for job in s.jobs.jobs] == [30]  # one job, no bulk call
+    assert all(s.status(f"ev-{n:04d}") == EventStatus.COMPLETED for n in range(130))
+
+
+def test_a_lone_waiting_step_is_applied_by_a_bulk_call_after_a_short_wait() -> None:
+    s = Storms(size=101, threshold=20)
+    s.lost(101)
+    began = s.clock()
+    assert s.drain() == 1
+    assert s.jobs.jobs == []
+    assert s.hub_step("ev-0100").after == "bulk call"
+    assert s.clock() - began <= flush.GATHER_QUIET + 1

@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 
 MAX_ROUNDS = 50  # then the lease is let go and a new message carries on (bounded work per delivery)
 ROUND_SECONDS = 300.0  # no round starts after this long (the host's functionTimeout is 10 minutes)
+GATHER_QUIET = 10.0  # seconds a set below the job threshold waits for more steps to join (see _gather)
+GATHER_MAX = 120.0  # seconds at most it waits in all
 
 
 def parse_flush(message: Any, hubs: list[str]) -> str:
@@ -88,7 +90,7 @@ def _drain(hub: str, storm: Storm, ports: Apply, held: lease.Lease) -> int:
     for _ in range(MAX_ROUNDS):
         if storm.clock() - started > ROUND_SECONDS:
             break
-        ours = [s for s in storm.pending.entries(hub) if _ours(s, claim)]
+        ours = _gather(hub, storm, held, claim)
         if not ours:
             break
         held.check()
@@ -96,6 +98,27 @@ def _drain(hub: str, storm: Storm, ports: Apply, held: lease.Lease) -> int:
         if claimed:
             finished += _apply(hub, claimed, storm, ports, held)
     return finished
+
+
+def _gather(hub: str, storm: Storm, held: lease.Lease, claim: str) -> list[PendingHubStep]:
+    """This round's steps. A set below the job threshold on a hub with a job runner waits while steps
+    still join (a storm is filling it: a job will cost the hub's registry budget nothing, where bulk calls
+    cost it two operations a device), until nothing joined for ``GATHER_QUIET`` or ``GATHER_MAX`` passed.
+    Steps only wait in a set when the budget is spent, so a lone step waits ``GATHER_QUIET`` at most."""
+    ours = _waiting(hub, storm, claim)
+    if storm.import_jobs is None or storm.import_jobs(hub) is None:
+        return ours
+    sleep, deadline = lease.guarded_sleep(held, storm.sleep), storm.clock() + GATHER_MAX
+    while 0 < len(ours) < storm.job_threshold and storm.clock() < deadline:
+        sleep(GATHER_QUIET)
+        before, ours = len(ours), _waiting(hub, storm, claim)
+        if len(ours) <= before:
+            break  # nothing joined meanwhile: the storm is over, or there never was one
+    return ours
+
+
+def _waiting(hub: str, storm: Storm, claim: str) -> list[PendingHubStep]:
+    return [s for s in storm.pending.entries(hub) if _ours(s, claim)]
 
 
 def _ours(step: PendingHubStep, claim: str) -> bool:
