@@ -86,9 +86,11 @@ class DeviceRegistry(Protocol):
 
     def delete(self, device_id: str) -> Change: ...
 
-    def bulk_disable(self, device_ids: Sequence[str], reason: str | None = None, *,
+    def bulk_disable(self, device_ids: Sequence[str], reason: str | Mapping[str, str] | None = None, *,
                      spend: Callable[[int], object] | None = None) -> BulkResult:
-        """At most 100 devices a call (the service's limit). Reads the call must make beyond the write
+        """At most 100 devices a call (the service's limit). ``reason``: one statusReason for every device,
+        or one per device ID (the bulk API takes a whole identity per device, so a call can carry each
+        device's own, e.g. each storm event's). Reads the call must make beyond the write
         (e.g. a GET per symmetric-key device for its keys) are paid first through ``spend(n)``, so a
         caller's registry budget covers every operation before it is spent."""
         ...

@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from shared.errors import Conflict, HubNotConfigured, NotFound, Permanent, Throttled, Transient
@@ -255,9 +256,9 @@ class FakeDeviceRegistry(_Faults):
             return Change(StepOutcome.ALREADY_DONE, "absent", "absent")
         return Change(StepOutcome.DONE, current.status, "deleted")
 
-    def bulk_disable(self, device_ids: Sequence[str], reason: str | None = None, *,
+    def bulk_disable(self, device_ids: Sequence[str], reason: str | Mapping[str, str] | None = None, *,
                      spend: Callable[[int], object] | None = None) -> BulkResult:
-        return self._bulk("bulk_disable", device_ids, self._bulk_disable_one)
+        return self._bulk("bulk_disable", device_ids, partial(self._bulk_disable_one, reason=reason))
 
     def bulk_delete(self, device_ids: Sequence[str]) -> BulkResult:
         return self._bulk("bulk_delete", device_ids, self._bulk_delete_one)
@@ -277,13 +278,14 @@ class FakeDeviceRegistry(_Faults):
             self.devices[device_id] = replace(current, status=status, status_reason=reason)
         return Change(StepOutcome.DONE, current.status, status)
 
-    def _bulk_disable_one(self, device_id: str) -> str:
+    def _bulk_disable_one(self, device_id: str, *, reason: str | Mapping[str, str] | None) -> str:
         current = self.devices.get(device_id)
         if current is None:
             return "DeviceNotFound"
         if current.status == HubDeviceStatus.DISABLED:
             return "unchanged"
-        self.devices[device_id] = replace(current, status=HubDeviceStatus.DISABLED)
+        own = reason.get(device_id) if isinstance(reason, Mapping) else reason
+        self.devices[device_id] = replace(current, status=HubDeviceStatus.DISABLED, status_reason=own)
         return "changed"
 
     def _bulk_delete_one(self, device_id: str) -> str:

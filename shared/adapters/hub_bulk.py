@@ -11,7 +11,7 @@ bulk call that answers 400; this adapter assumes it does and reports only the li
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from azure.iot.hub.models import AuthenticationMechanism, ExportImportDevice
@@ -27,6 +27,8 @@ BULK_LIMIT = 100  # devices per bulk registry call (docs/azure-behaviour.md §4.
 _QUERYABLE_ID = re.compile(r"^[A-Za-z0-9\-.%_*?!(),:=@$]{1,128}$")
 _RETRY_CODE = "PreconditionFailed"
 
+STATUS_REASON_MAX = 128  # the registry's limit (docs/azure-behaviour.md §2)
+
 
 def checked_ids(device_ids: Sequence[str]) -> list[str]:
     """Distinct IDs in order; more than ``BULK_LIMIT`` is a caller error (the service answers 413)."""
@@ -37,7 +39,7 @@ def checked_ids(device_ids: Sequence[str]) -> list[str]:
 
 
 def bulk_disable(
-    client: HubClient, device_ids: Sequence[str], reason: str | None, *, rounds: int,
+    client: HubClient, device_ids: Sequence[str], reason: str | Mapping[str, str] | None, *, rounds: int,
     spend: Callable[[int], object] | None = None, keyed: ReadCache | None = None,
 ) -> BulkResult:
     """Disable the devices (see ``HubDeviceRegistry.bulk_disable`` for the round trips); devices whose
@@ -66,7 +68,8 @@ def bulk_disable(
             elif model.status == HubDeviceStatus.DISABLED.value:
                 unchanged.append(device_id)
             else:
-                items.append(disable_item(client, device_id, model, reason, identities))
+                own = reason_for(reason, device_id)
+                items.append(disable_item(client, device_id, model, own, identities))
         if keyed is not None:
             for device_id, identity in identities.items():
                 keyed.put(device_id, identity)  # until the POST answers (a 429 raises past this)
@@ -136,6 +139,12 @@ def needs_read(model: Any) -> bool:
     from_twin = not hasattr(model, "authentication")
     auth_type = getattr(model, "authentication_type", None)
     return from_twin and auth_type not in ("selfSigned", "certificateAuthority", "none")
+
+
+def reason_for(reason: str | Mapping[str, str] | None, device_id: str) -> str | None:
+    """The device's statusReason (one for all, or its own), cut to what the service keeps."""
+    text = reason.get(device_id) if isinstance(reason, Mapping) else reason
+    return text[:STATUS_REASON_MAX] if text else None
 
 
 def disable_item(client: HubClient, device_id: str, model: Any, reason: str | None,

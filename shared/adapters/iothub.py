@@ -23,6 +23,7 @@ from typing import Any
 from azure.iot.hub import IoTHubRegistryManager
 
 from shared.adapters import hub_bulk
+from shared.adapters.hub_bulk import STATUS_REASON_MAX
 from shared.adapters.hub_client import HubClient
 from shared.adapters.read_cache import ReadCache
 from shared.adapters.sdk_errors import deleted
@@ -35,7 +36,6 @@ from shared.retry import Retrier
 log = logging.getLogger(__name__)
 
 ETAG_ATTEMPTS = 5
-STATUS_REASON_MAX = 128  # the registry's limit (docs/azure-behaviour.md §2)
 
 
 def _quoted(etag: str | None) -> str:
@@ -167,7 +167,7 @@ class HubDeviceRegistry:
 
     # ---- bulk and listing ---------------------------------------------------------------------------
 
-    def bulk_disable(self, device_ids: Sequence[str], reason: str | None = None, *,
+    def bulk_disable(self, device_ids: Sequence[str], reason: str | Mapping[str, str] | None = None, *,
                      spend: Callable[[int], object] | None = None) -> BulkResult:
         """Disable up to 100 devices. Round trips per call, first round: one registry query page
         (``SELECT * FROM devices WHERE deviceId IN [...]``) to learn status, etag and authentication;
@@ -176,7 +176,6 @@ class HubDeviceRegistry:
         ``updateIfMatchETag``. Devices already disabled cost nothing more; per-device 412s trigger another
         round for those devices only (bounded). Missing devices are reported failed ``DeviceNotFound``.
         """
-        reason = reason[:STATUS_REASON_MAX] if reason else None
         self._forget(device_ids)
         return hub_bulk.bulk_disable(self._client, device_ids, reason, rounds=ETAG_ATTEMPTS,
                                      spend=spend, keyed=self._keyed)

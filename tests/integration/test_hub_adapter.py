@@ -189,6 +189,19 @@ def test_bulk_disable_and_delete_250_ca_devices_in_three_calls_each(clean_emulat
     assert list(reg.iter_devices()) == []
 
 
+def test_one_bulk_disable_gives_each_device_its_own_status_reason_cut_to_128(clean_emulator: Any) -> None:
+    ids = [f"own-{i:02d}" for i in range(5)]
+    create_devices(clean_emulator, ids, authentication=AuthenticationMechanism(type="certificateAuthority"))
+    reg = registry(clean_emulator)
+    spy = BulkSpy(reg)
+    reasons = {d: f"stolen: event {d}" for d in ids[:4]} | {ids[4]: "x" * 300}
+    assert sorted(reg.bulk_disable(ids, reason=reasons).changed) == ids
+    assert spy.calls == 1
+    rm = sdk(clean_emulator)
+    assert rm.get_device("own-02").status_reason == "stolen: event own-02"
+    assert rm.get_device("own-04").status_reason == "x" * 128
+
+
 def test_bulk_disable_of_symmetric_key_devices_keeps_their_keys(clean_emulator: Any) -> None:
     ids = [f"sym-{i:02d}" for i in range(12)]
     create_devices(clean_emulator, ids)

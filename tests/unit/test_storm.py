@@ -429,3 +429,16 @@ def test_a_lone_waiting_step_is_applied_by_a_bulk_call_after_a_short_wait() -> N
     assert s.jobs.jobs == []
     assert s.hub_step("ev-0100").after == "bulk call"
     assert s.clock() - began <= flush.GATHER_QUIET + 1
+
+
+def test_a_small_set_goes_by_one_bulk_call_that_carries_each_devices_own_status_reason() -> None:
+    s = Storms(size=110, threshold=20)
+    s.lost(100)
+    for n in range(100, 110):
+        s.engine.apply(s.event(f"ev-{n:04d}", f"dev-{n:04d}", note=f"pallet 7 item {n}"))
+    s.clock.advance(60)
+    calls = len(s.hub.bulk_calls)
+    assert s.drain() == 10
+    assert [size for _, size, _ in s.hub.bulk_calls[calls:]] == [10]  # not one call per reason
+    assert s.device("dev-0103").status_reason == "pallet 7 item 103"
+    assert s.device("dev-0107").status_reason == "pallet 7 item 107"

@@ -8,7 +8,7 @@ budget, so each call first reserves its devices from the shared ``RateLimiter``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 from shared.errors import Throttled
 from shared.plan import StepKind
@@ -42,7 +42,7 @@ def bulk_call(registry: DeviceRegistry, action: str, device_ids: list[str], *, l
 
 
 def bulk_result(registry: DeviceRegistry, action: str, device_ids: list[str], *, limiter: RateLimiter,
-                sleep: Sleep, reason: str | None = None) -> BulkResult:
+                sleep: Sleep, reason: str | Mapping[str, str] | None = None) -> BulkResult:
     """One throttled bulk call, with what happened to each device. A 429 despite the budget (another
     client spends it too) is retried by the project's one retry mechanism (``shared/retry.py``): only
     ``Throttled``, at most ``THROTTLE_RETRIES`` more times, after at least its Retry-After; each attempt

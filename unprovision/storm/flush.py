@@ -102,9 +102,10 @@ def _drain(hub: str, storm: Storm, ports: Apply, held: lease.Lease) -> int:
 
 def _gather(hub: str, storm: Storm, held: lease.Lease, claim: str) -> list[PendingHubStep]:
     """This round's steps. A set below the job threshold on a hub with a job runner waits while steps
-    still join (a storm is filling it: a job will cost the hub's registry budget nothing, where bulk calls
-    cost it two operations a device), until nothing joined for ``GATHER_QUIET`` or ``GATHER_MAX`` passed.
-    Steps only wait in a set when the budget is spent, so a lone step waits ``GATHER_QUIET`` at most."""
+    still join: a storm is filling it, and a job costs the hub's registry budget nothing, where bulk calls
+    cost an operation a device (as the direct way does) plus a device query per call. It waits until
+    nothing joined for ``GATHER_QUIET``, or ``GATHER_MAX`` passed. Steps only wait in a set when the
+    budget is spent, so a lone step waits ``GATHER_QUIET`` more at most."""
     ours = _waiting(hub, storm, claim)
     if storm.import_jobs is None or storm.import_jobs(hub) is None:
         return ours
