@@ -41,7 +41,9 @@ TERMINAL = frozenset({"completed", "failed", "refused", "rejected"})
 DPS_REVOKED = frozenset({"EnrollmentDisabled", "BlockingEnrollmentCreated"})
 HUB_REFUSED = frozenset({"HubIdentityDisabled", "HubIdentityDeleted"})
 APPLIED = frozenset({"done", "already_done"})
-IDLE_STOP_S = 60.0  # queues empty and no event finished for this long: nothing more will happen
+IDLE_STOP_S = 300.0  # queues empty, nothing finished this long (wall s at F >= 1): nothing more will happen
+# (a flush gathering its set for up to 120 s, then waiting on a job, finishes nothing for minutes, and the
+# message it holds is invisible, so the queues look empty)
 JOB_CREATE = "POST /jobs/create"
 
 
@@ -113,9 +115,10 @@ def _queue_length(storage: str, name: str) -> int:
 
 
 def _wait_terminal(journal: Any, wanted: set[str], *, timeout: float, poll: float,
-                   queues_empty: Callable[[], bool], log: Callable[[str], None]) -> dict[str, str]:
+                   queues_empty: Callable[[], bool], log: Callable[[str], None],
+                   idle: float = IDLE_STOP_S) -> dict[str, str]:
     """eventId → terminal status; returns when all are terminal, at ``timeout``, or when the queues are
-    empty and nothing finished for ``IDLE_STOP_S`` (a stuck or poisoned event never finishes)."""
+    empty and nothing finished for ``idle`` seconds (a stuck or poisoned event never finishes)."""
     found: dict[str, str] = {}
     deadline, last_change, last_log = time.monotonic() + timeout, time.monotonic(), time.monotonic()
     while time.monotonic() < deadline and len(found) < len(wanted):
@@ -127,8 +130,8 @@ def _wait_terminal(journal: Any, wanted: set[str], *, timeout: float, poll: floa
         now = time.monotonic()
         if len(found) != before:
             last_change = now
-        elif now - last_change > IDLE_STOP_S and queues_empty():
-            log(f"    stopped waiting: queues empty, nothing finished for {IDLE_STOP_S:.0f} s")
+        elif now - last_change > idle and queues_empty():
+            log(f"    stopped waiting: queues empty, nothing finished for {idle:.0f} s")
             break
         if now - last_log > 30:
             log(f"    {len(found):,} / {len(wanted):,} events terminal")
@@ -220,7 +223,8 @@ def _phase(emu: EmulatorProcess, storage: str, devices: list[str], *, coalescing
                 return all(_queue_length(storage, name) == 0 for name in names)
 
             status = _wait_terminal(journal, set(enqueued), timeout=timeout, queues_empty=empty, log=log,
-                                    poll=2.0 if events <= 1000 else 5.0)
+                                    poll=2.0 if events <= 1000 else 5.0,
+                                    idle=IDLE_STOP_S / min(1.0, compression))  # F < 1: service time is slower
             after = emu.counters()
         finally:
             host.stop()

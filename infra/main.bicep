@@ -74,7 +74,7 @@ param groupImportJobThreshold int = 1000
 param stormCoalescing bool = true
 
 @description('Steps waiting in one hub\'s set from which a flush applies them by an import job (STORM_JOB_THRESHOLD).')
-param stormJobThreshold int = 100
+param stormJobThreshold int = 50
 
 @description('The audit warns about signing certificates expiring within this many days (CERT_EXPIRY_WARNING_DAYS).')
 param certExpiryWarningDays int = 30

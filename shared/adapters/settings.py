@@ -300,7 +300,7 @@ class Settings:
     servicebus_queue: str | None = None
     group_import_job_threshold: int = 1000  # our choice: above this many devices, use an import job
     storm_coalescing: bool = True  # single devices' hub steps may wait in a per-hub set (docs/engine.md)
-    storm_job_threshold: int = 100  # our choice: a hub's set this large goes by an import job
+    storm_job_threshold: int = 50  # our choice: a hub's set this large goes by an import job
     emulator_ca_bundle: str | None = None
     cert_expiry_warning_days: int = 30  # our choice; not pinned by a source
     audit_remediate: bool = False
@@ -332,7 +332,7 @@ class Settings:
             servicebus_queue=_get(values, SERVICEBUS_QUEUE),
             group_import_job_threshold=_int(values, GROUP_IMPORT_JOB_THRESHOLD, 1000),
             storm_coalescing=_bool(values, STORM_COALESCING, True),
-            storm_job_threshold=_int(values, STORM_JOB_THRESHOLD, 100),
+            storm_job_threshold=_int(values, STORM_JOB_THRESHOLD, 50),
             emulator_ca_bundle=_get(values, EMULATOR_CA_BUNDLE),
             cert_expiry_warning_days=_int(values, CERT_EXPIRY_WARNING_DAYS, 30),
             audit_remediate=_bool(values, AUDIT_REMEDIATE, False),
