@@ -49,7 +49,7 @@ def registry_floor_seconds(units_by_hub: Mapping[str, float], units: int = 1) ->
 
 def jobs_floor_seconds(jobs_by_hub: Mapping[str, Sequence[Mapping[str, Any]]]) -> float:
     """Real seconds of modelled import-job time on the busiest hub (a hub runs one job at a time)."""
-    totals = [sum(float(j.get("realSeconds", 0.0)) for j in jobs) for jobs in jobs_by_hub.values()]
+    totals = [sum(float(j.get("modelledRealSeconds", 0.0)) for j in jobs) for jobs in jobs_by_hub.values()]
     return max(totals, default=0.0)
 
 

@@ -52,7 +52,8 @@ def test_floors_follow_the_published_budgets() -> None:
     assert storm_report.dps_floor_seconds(10_000 * 4) == pytest.approx(2400.0)  # 40k ops at 1,000/min
     assert storm_report.registry_floor_seconds({"a": 3334.0, "b": 10.0}) == pytest.approx(2000.4)
     assert storm_report.registry_floor_seconds({"a": 200.0}, units=2) == pytest.approx(60.0)
-    jobs = {"a": [{"realSeconds": 22.0}, {"realSeconds": 12.0}], "b": [{"realSeconds": 30.0}]}
+    key = "modelledRealSeconds"  # what the emulator records for each ended job
+    jobs = {"a": [{key: 22.0}, {key: 12.0}], "b": [{key: 30.0}]}
     assert storm_report.jobs_floor_seconds(jobs) == pytest.approx(34.0)
     assert storm_report.jobs_floor_seconds({}) == 0.0
 
