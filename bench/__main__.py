@@ -65,7 +65,8 @@ def parse(argv: list[str] | None) -> tuple[BenchOptions, bool]:
     p.add_argument("--storm-events", type=int,
                    help="stolen events per phase of the storm benchmark (default 10000; quick 300)")
     p.add_argument("--storm-compression", type=_knob("--storm-compression", True), default=1.0,
-                   help="time-compression factor F of the storm (default 1: real time, the services bind it)")
+                   help="time-compression factor F of the storm (default 1: real time); below 1 the services "
+                        "run slower, standing in for a scaled-out host (docs/benchmarks.md, 'Storm')")
     p.add_argument("--skip-storm", action="store_true", help="skip the storm benchmark")
     p.add_argument("--only", choices=("storm", "single"), help="run only this benchmark")
     p.add_argument("--out", type=Path, default=OUT)
