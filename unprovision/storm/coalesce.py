@@ -178,7 +178,7 @@ def _apply_now(storm: Storm, entry: PendingHubStep, ports: Apply) -> int:
         entry = taken[0]
     hub = settle.Hub(ports.registries.for_hub(entry.hub), storm.limiter, storm.sleep)
     results = settle.apply_steps([entry], hub)
-    finished = settle.finish_events([entry], results, journal=ports.journal, notifier=ports.notifier)
-    if entry.etag is not None:
-        storm.pending.remove([entry])
-    return finished
+    if entry.etag is not None:  # before finishing: a flush leaves direct claims alone, so a settle killed
+        storm.pending.remove([entry])  # between the two would strand the entry of a finished event; killed
+    # here instead, the later event's redelivery settles the still unfinished one again (idempotently)
+    return settle.finish_events([entry], results, journal=ports.journal, notifier=ports.notifier)

@@ -20,6 +20,7 @@ from typing import Any
 from shared.errors import FieldError, Rejected, Transient
 from shared.ports import PendingHubStep
 from unprovision.engine import lease
+from unprovision.group.jobs import ImportJobRunner
 from unprovision.storm import settle
 from unprovision.storm.coalesce import (
     DIRECT_CLAIM,
@@ -70,7 +71,14 @@ def flush(hub: str, storm: Storm, ports: Apply, *, last_delivery: bool) -> int:
                         sleep=storm.sleep) as held:
             finished = _drain(hub, storm, ports, held)
     except lease.TargetBusy:
-        log.info("flush of %s: another delivery holds the hub's set", hub)
+        if not any(_ours(step, "") for step in storm.pending.entries(hub)):
+            log.info("flush of %s: another delivery holds the hub's set", hub)
+            return 0
+        # steps wait (or are claimed by that delivery) while it holds the set: come back, since its holder
+        # may have been killed and its own message reappears only after the queue's invisibility (10 min)
+        if not last_delivery:
+            raise
+        storm.queue.send(flush_message(hub))
         return 0
     except Transient as exc:
         if not last_delivery:
@@ -87,28 +95,27 @@ def _drain(hub: str, storm: Storm, ports: Apply, held: lease.Lease) -> int:
     storm.pending.clear_flush_request(hub)  # steps that join from now on ask for a message of their own
     finished, started = 0, storm.clock()
     claim = f"{FLUSH_CLAIM}{uuid.uuid4().hex}"
+    runner = storm.import_jobs(hub) if storm.import_jobs is not None else None  # one per delivery
     for _ in range(MAX_ROUNDS):
         if storm.clock() - started > ROUND_SECONDS:
             break
-        ours = _gather(hub, storm, held, claim)
+        ours = _gather(hub, storm, held, claim) if runner is not None else _waiting(hub, storm, claim)
         if not ours:
             break
         held.check()
         claimed = storm.pending.claim(ours, claim)
         if claimed:
-            finished += _apply(hub, claimed, storm, ports, held)
+            finished += _apply(hub, claimed, storm, ports, held, runner=runner)
     return finished
 
 
 def _gather(hub: str, storm: Storm, held: lease.Lease, claim: str) -> list[PendingHubStep]:
-    """This round's steps. A set below the job threshold on a hub with a job runner waits while steps
+    """This round's steps, on a hub with a job runner. A set below the job threshold waits while steps
     still join: a storm is filling it, and a job costs the hub's registry budget nothing, where bulk calls
     cost an operation a device (as the direct way does) plus a device query per call. It waits until
     nothing joined for ``GATHER_QUIET``, or ``GATHER_MAX`` passed. Steps only wait in a set when the
     budget is spent, so a lone step waits ``GATHER_QUIET`` more at most."""
     ours = _waiting(hub, storm, claim)
-    if storm.import_jobs is None or storm.import_jobs(hub) is None:
-        return ours
     sleep, deadline = lease.guarded_sleep(held, storm.sleep), storm.clock() + GATHER_MAX
     while 0 < len(ours) < storm.job_threshold and storm.clock() < deadline:
         sleep(GATHER_QUIET)
@@ -128,8 +135,8 @@ def _ours(step: PendingHubStep, claim: str) -> bool:
     return step.claim is None or step.claim == claim or not step.claim.startswith(DIRECT_CLAIM)
 
 
-def _apply(hub: str, steps: list[PendingHubStep], storm: Storm, ports: Apply, held: lease.Lease) -> int:
-    runner = storm.import_jobs(hub) if storm.import_jobs is not None else None
+def _apply(hub: str, steps: list[PendingHubStep], storm: Storm, ports: Apply, held: lease.Lease, *,
+           runner: ImportJobRunner | None) -> int:
     target = settle.Hub(ports.registries.for_hub(hub), storm.limiter, lease.guarded_sleep(held, storm.sleep),
                         runner, storm.job_threshold)
     results = settle.apply_steps(steps, target)
