@@ -294,6 +294,97 @@ def test_a_flush_killed_after_its_job_is_resumed_and_every_event_finishes_once()
     assert len(published) == len(set(published)) == 150
 
 
+def kill_next_call(fake: object, method: str) -> None:
+    """The host dies inside ``fake.method``'s next call, before it does anything."""
+    def killed(*_args: Any, **_kwargs: Any) -> None:
+        delattr(fake, method)  # the fake's own method again from here on
+        raise Killed
+    setattr(fake, method, killed)
+
+
+def kill_flush_before_it_removes_its_steps(s: Storms) -> None:
+    kill_next_call(s.pending, "remove")
+    with pytest.raises(Killed):
+        s.drain()
+
+
+def test_a_found_after_a_flush_killed_before_removing_its_finished_steps_is_not_undone_by_the_next() -> None:
+    s = Storms(size=150)
+    s.lost(150)
+    kill_flush_before_it_removes_its_steps(s)
+    assert s.status("ev-0140") == EventStatus.COMPLETED
+    assert s.pending.get(HUB, "dev-0140") is not None  # the finished event's step is still in the set
+    s.clock.advance(60)
+    assert s.engine.apply(s.event("fd-0140", "dev-0140", kind="found")).status == EventStatus.COMPLETED
+    s.drain()  # the killed flush's message, redelivered
+    assert s.device("dev-0140").status is HubDeviceStatus.ENABLED
+    assert len(s.jobs.jobs) == 1  # nothing of the finished events applied again
+    assert list(s.pending.entries(HUB)) == []
+
+
+def test_a_later_event_joining_where_a_killed_flush_left_a_finished_step_has_its_own_step_applied() -> None:
+    s = Storms(size=150)
+    s.lost(150)
+    kill_flush_before_it_removes_its_steps(s)
+    s.clock.advance(60)
+    s.engine.apply(s.event("fd-0140", "dev-0140", kind="found"))
+    s.limiter.acquire(HUB, 200)  # a storm on other devices spends the budget: the stolen joins the set
+    assert s.engine.apply(s.event("st-0140", "dev-0140", kind="stolen")).status == EventStatus.IN_PROGRESS
+    stored = s.pending.get(HUB, "dev-0140")
+    assert stored is not None
+    assert (stored.event_id, stored.claim) == ("st-0140", None)
+    s.drain()
+    assert s.status("st-0140") == EventStatus.COMPLETED
+    assert s.hub_step("st-0140").after == "bulk call"
+    assert s.device("dev-0140").status is HubDeviceStatus.DISABLED
+    assert [o["eventId"] for o in s.notifier.published].count("st-0140") == 1
+
+
+def test_a_redelivered_event_whose_step_never_joined_joins_in_place_of_a_finished_events_step() -> None:
+    s = Storms(size=150)
+    s.lost(150)
+    kill_flush_before_it_removes_its_steps(s)
+    s.clock.advance(60)
+    s.engine.apply(s.event("fd-0140", "dev-0140", kind="found"))
+    s.limiter.acquire(HUB, 200)
+    kill_next_call(s.pending, "add")  # killed after journaling the step as waiting, before it joined
+    with pytest.raises(Killed):
+        s.engine.apply(s.event("st-0140", "dev-0140", kind="stolen"))
+    s.clock.advance(120)  # the target's lease of the killed delivery expires
+    assert s.engine.apply(s.event("st-0140", "dev-0140", kind="stolen")).status == EventStatus.IN_PROGRESS
+    s.drain()
+    assert s.status("st-0140") == EventStatus.COMPLETED
+    assert s.device("dev-0140").status is HubDeviceStatus.DISABLED
+
+
+def test_a_found_after_a_flush_recorded_a_lost_step_but_died_before_finishing_it_lands_after_it() -> None:
+    s = Storms(size=150)
+    s.lost(150)
+    kill_next_call(s.journal, "finish")
+    with pytest.raises(Killed):
+        s.drain()
+    recorded = [f"ev-{n:04d}" for n in range(100, 150) if s.status(f"ev-{n:04d}") == EventStatus.IN_PROGRESS
+                and s.hub_step(f"ev-{n:04d}").after.startswith("import job")]
+    assert len(recorded) == 1
+    device_id = recorded[0].replace("ev-", "dev-")
+    polls: list[float] = []
+
+    def flush_redelivered(seconds: float) -> None:  # the killed flush's message is back while the found waits
+        polls.append(seconds)
+        s.clock.advance(seconds)
+        if len(polls) == 1:
+            s.drain()
+
+    storm = Storm(**{**s.storm.__dict__, "sleep": flush_redelivered})
+    s.engine = Engine(**{**s.engine.__dict__, "storm": storm})
+    found = s.engine.apply(s.event("fd-1", device_id, kind="found"))
+    assert polls, "the found waited for the flush holding the lost step"
+    assert found.status == EventStatus.COMPLETED
+    assert s.status(recorded[0]) == EventStatus.COMPLETED
+    s.drain()
+    assert s.device(device_id).status is HubDeviceStatus.ENABLED
+
+
 def test_a_transient_job_failure_leaves_the_set_claimed_for_the_redelivery() -> None:
     s = Storms(size=150)
     s.lost(150)

@@ -195,7 +195,8 @@ class Run:
             return False
         entry = coalesce.entry_for(self.c.event_id, index, step)
         if coalesce.is_waiting(self.started_from, index):  # a redelivery while the step waits
-            if storm.pending.get(entry.hub, entry.device_id) is not None:
+            stored = storm.pending.get(entry.hub, entry.device_id)
+            if stored is not None and stored.event_id == entry.event_id:
                 storm.queue.send(coalesce.flush_message(entry.hub))  # its first delivery may have died
                 return True                                           # before it sent one
             record = self.c.journal.get(self.c.event_id)  # a flush finishes the event before removing it
@@ -204,7 +205,7 @@ class Run:
         elif not coalesce.should_join(storm, entry.hub):
             return False
         self._record(index, step, StepOutcome.SKIPPED, after=coalesce.PENDING_AFTER)
-        coalesce.join(storm, entry)
+        coalesce.join(storm, entry, self.c.journal)
         return True
 
     # -- confirmation ------------------------------------------------------------------------------------

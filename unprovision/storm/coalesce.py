@@ -45,6 +45,7 @@ DEFAULT_JOB_THRESHOLD = 50  # docs/engine.md, "Storms": where a job beats per-de
 REQUEST_STALE = 60.0  # seconds after which a standing flush request is sent again (its sender may be dead)
 EARLIER_WAIT = 300.0  # seconds a later event waits for a flush that holds an earlier step of its device
 _POLL = 2.0
+_ADD_TRIES = 3
 
 
 class EarlierStepInFlight(Transient):
@@ -105,15 +106,32 @@ def should_join(storm: Storm, hub: str) -> bool:
     return storm.pending.has_waiting(hub) or storm.limiter.acquire(hub, 1) > 0
 
 
-def join(storm: Storm, entry: PendingHubStep) -> PendingHubStep:
+def join(storm: Storm, entry: PendingHubStep, journal: Journal) -> PendingHubStep:
     """Add the step to its hub's set and make sure a flush will read it. A standing flush request means a
     message is on its way and its flush has not read the set yet (a flush clears the request before it
     reads), so only the step that makes the request sends one: a storm sends a message per flush, not one
     per event."""
-    stored = storm.pending.add(entry)
+    stored = _add(storm, entry, journal)
     if storm.pending.request_flush(entry.hub, REQUEST_STALE):
         storm.queue.send(flush_message(entry.hub))
     return stored
+
+
+def _add(storm: Storm, entry: PendingHubStep, journal: Journal) -> PendingHubStep:
+    """Add ``entry``; an entry of another, finished event found in its place is removed first. A flush
+    killed after finishing its events but before removing their entries leaves them behind; the set holds
+    one entry a device, so keeping that one would leave this event's step unapplied for good."""
+    for _ in range(_ADD_TRIES):
+        stored = storm.pending.add(entry)
+        if stored.event_id == entry.event_id:
+            return stored
+        record = journal.get(stored.event_id)
+        if record is not None and record.status == EventStatus.IN_PROGRESS:
+            # settle_earlier applied every earlier step of this device it could; this one is still in a flush
+            raise EarlierStepInFlight(f"event {stored.event_id}'s hub step on {stored.device_id} is in a "
+                                      "flush still running", retry_after=10.0)
+        storm.pending.remove([stored])  # conditional: a flush removing it meanwhile is fine too
+    raise EarlierStepInFlight(f"the set's entry for {entry.device_id} kept changing", retry_after=2.0)
 
 
 def is_waiting(record: EventRecord | None, index: int) -> bool:
@@ -142,9 +160,16 @@ def settle_earlier(storm: Storm, target: str, ports: Apply) -> int:
             continue
         plan = plan_from_dict(record.plan)
         for index, step in enumerate(plan.steps):
-            if is_waiting(record, index):
+            if is_waiting(record, index) or _recorded_unfinished(record, index):
                 settled += _settle_one(storm, entry_for(record.event_id, index, step), ports)
     return settled
+
+
+def _recorded_unfinished(record: EventRecord, index: int) -> bool:
+    """A step a flush (or a direct settle) recorded whose event it did not finish: killed in between, it
+    leaves the entry in the set, and the next flush would apply it again after this later event."""
+    step = next((s for s in record.steps if s.index == index), None)
+    return step is not None and settle.applied_here(step.after)
 
 
 def _settle_one(storm: Storm, wanted: PendingHubStep, ports: Apply) -> int:

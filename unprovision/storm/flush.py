@@ -1,14 +1,15 @@
 """The work-queue side of storm coalescing: drain one hub's pending set.
 
 A flush message names only a hub (``{"flushHub": "<hub host name>"}``); what is applied is what the
-journal's storage holds in that hub's set, so a forged message can name no device of its own. The flush
-runs under the hub's flush lease (``wait=0``: a delivery that finds it held returns at once, because the
-holder re-reads the set before it lets go, and a holder that dies has its own message redelivered once its
-lease expired, as for group batches). Each round claims every step that waits (and steps an earlier
-flush claimed and died holding: the lease makes this flush the only one), applies them — one import job
-per action at or above the job threshold, bulk calls paid from the hub's budget below it — records each
-event's step and finishes it, then removes the steps. After letting the lease go it looks once more and
-sends a new message when steps wait, so a step that joined in the gap is never stranded.
+journal's storage holds in that hub's set, so a forged message can name no device of its own. The flush runs
+under the hub's flush lease (``wait=0``: a delivery that finds it held returns at once when no step waits,
+because the holder re-reads the set before it lets go, and fails to come back when steps wait, because the
+holder may be dead and its own message reappears only after the queue's invisibility). Each round claims
+every step that waits (and steps an earlier flush claimed and died holding: the lease makes this flush the
+only one; those whose events it had already finished are removed instead, see ``_drop_finished``), applies
+them — one import job per action at or above the job threshold, bulk calls paid from the hub's budget below
+it — records each event's step and finishes it, then removes the steps. After letting the lease go it looks
+once more and sends a new message when steps wait, so a step that joined in the gap is never stranded.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import uuid
 from typing import Any
 
 from shared.errors import FieldError, Rejected, Transient
+from shared.lifecycle import is_finished
 from shared.ports import PendingHubStep
 from unprovision.engine import lease
 from unprovision.group.jobs import ImportJobRunner
@@ -93,6 +95,7 @@ def flush(hub: str, storm: Storm, ports: Apply, *, last_delivery: bool) -> int:
 
 def _drain(hub: str, storm: Storm, ports: Apply, held: lease.Lease) -> int:
     storm.pending.clear_flush_request(hub)  # steps that join from now on ask for a message of their own
+    _drop_finished(hub, storm, ports)
     finished, started = 0, storm.clock()
     claim = f"{FLUSH_CLAIM}{uuid.uuid4().hex}"
     runner = storm.import_jobs(hub) if storm.import_jobs is not None else None  # one per delivery
@@ -107,6 +110,23 @@ def _drain(hub: str, storm: Storm, ports: Apply, held: lease.Lease) -> int:
         if claimed:
             finished += _apply(hub, claimed, storm, ports, held, runner=runner)
     return finished
+
+
+def _drop_finished(hub: str, storm: Storm, ports: Apply) -> None:
+    """Remove the steps an earlier flush claimed whose events are finished: it applied them and was killed
+    before it removed them. Applied again now, one could undo a later event on its device (a ``found``
+    re-enabling it, which ``settle_earlier`` let through because the earlier event was finished). Only an
+    earlier flush's claims are read here, so this costs a journal read a step only after a killed flush."""
+    stale = [s for s in storm.pending.entries(hub) if s.claim is not None and s.claim.startswith(FLUSH_CLAIM)
+             and _is_finished(ports, s.event_id)]
+    if stale:
+        removed = storm.pending.remove(stale)
+        log.info("flush of %s: %s steps of finished events left by an earlier flush removed", hub, removed)
+
+
+def _is_finished(ports: Apply, event_id: str) -> bool:
+    record = ports.journal.get(event_id)
+    return record is None or is_finished(record.status)
 
 
 def _gather(hub: str, storm: Storm, held: lease.Lease, claim: str) -> list[PendingHubStep]:

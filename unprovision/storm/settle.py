@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 
 KIND_OF = {"disable": StepKind.HUB_IDENTITY_DISABLED, "delete": StepKind.HUB_IDENTITY_DELETED}
 ACTION_OF = {kind: action for action, kind in KIND_OF.items()}
+BULK_HOW = "bulk call"
+JOB_HOW = "import job"
 _APPLIED = frozenset({StepOutcome.DONE.value, StepOutcome.ALREADY_DONE.value})
 
 
@@ -78,7 +80,7 @@ def _by_job(steps: list[PendingHubStep], hub: Hub) -> dict[str, Applied] | None:
         return None
     if counts.failed:
         return None
-    how = f"import job {getattr(counts, 'job_id', '') or '(nothing to change)'}"
+    how = f"{JOB_HOW} {getattr(counts, 'job_id', '') or '(nothing to change)'}"
     # a job counts changed and unchanged devices but does not name them: each step reads "done" with the
     # job that covered it ("already_done" when it changed none); the job's totals are in the log
     log.info("import job on %s: %s devices, changed %s, unchanged %s", hub.registry.hub, len(steps),
@@ -100,15 +102,20 @@ def _by_bulk(steps: list[PendingHubStep], hub: Hub) -> dict[str, Applied]:
                                  reason=reasons or None)
         except Permanent as exc:
             error = f"{type(exc).__name__}: {exc}"
-            results.update({i: Applied(StepOutcome.FAILED, "bulk call", error) for i in ids})
+            results.update({i: Applied(StepOutcome.FAILED, BULK_HOW, error) for i in ids})
             continue
-        results.update({i: Applied(StepOutcome.DONE, "bulk call") for i in result.changed})
-        results.update({i: Applied(StepOutcome.ALREADY_DONE, "bulk call") for i in result.unchanged})
+        results.update({i: Applied(StepOutcome.DONE, BULK_HOW) for i in result.changed})
+        results.update({i: Applied(StepOutcome.ALREADY_DONE, BULK_HOW) for i in result.unchanged})
         for device_id, code in result.failed.items():
             absent = "DeviceNotFound" in code  # an absent identity cannot connect: the goal holds
-            results[device_id] = Applied(StepOutcome.ALREADY_DONE, "bulk call") if absent else \
-                Applied(StepOutcome.FAILED, "bulk call", f"bulk call: {code}")
+            results[device_id] = Applied(StepOutcome.ALREADY_DONE, BULK_HOW) if absent else \
+                Applied(StepOutcome.FAILED, BULK_HOW, f"bulk call: {code}")
     return results
+
+
+def applied_here(after: str | None) -> bool:
+    """Whether a step record's ``after`` says a flush or a direct settle recorded it (``Applied.how``)."""
+    return after is not None and (after == BULK_HOW or after.startswith(f"{JOB_HOW} "))
 
 
 def finish_events(steps: Sequence[PendingHubStep], results: dict[str, Applied], *, journal: Journal,
