@@ -295,7 +295,9 @@ class WorkQueue(Protocol):
     function consumes each with ``unprovision.groupwork.apply_batch``. Delivery is at least once.
     """
 
-    def send(self, message: Mapping[str, Any]) -> None: ...
+    def send(self, message: Mapping[str, Any], *, delay: float = 0.0) -> None:
+        """Queue ``message``; with ``delay``, it stays invisible that many seconds (rounded up) first."""
+        ...
 
 
 class RateLimiter(Protocol):

@@ -379,11 +379,13 @@ class RecordingWorkQueue:
 
     messages: list[Mapping[str, Any]] = field(default_factory=list)
     on_send: Callable[[Mapping[str, Any]], None] | None = None
+    delays: list[float] = field(default_factory=list)  # per message, in order
 
-    def send(self, message: Mapping[str, Any]) -> None:
+    def send(self, message: Mapping[str, Any], *, delay: float = 0.0) -> None:
         if self.on_send is not None:
             self.on_send(message)
         self.messages.append(dict(message))
+        self.delays.append(delay)
 
 
 

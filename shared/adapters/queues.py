@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -54,14 +55,16 @@ class StorageQueueSender:
         self._created = False
         self.queue_name = queue_name
 
-    def send(self, message: Mapping[str, Any]) -> None:
-        self.send_text(json.dumps(message, separators=(",", ":")))
+    def send(self, message: Mapping[str, Any], *, delay: float = 0.0) -> None:
+        self.send_text(json.dumps(message, separators=(",", ":")), delay=delay)
 
-    def send_text(self, body: str) -> None:
-        with_retry(lambda: self._send(body), f"send to queue {self.queue_name}")
+    def send_text(self, body: str, *, delay: float = 0.0) -> None:
+        # a message's initial invisibility is whole seconds (Put Message's visibilitytimeout)
+        invisible = math.ceil(delay) if delay > 0 else None
+        with_retry(lambda: self._send(body, invisible), f"send to queue {self.queue_name}")
 
-    def _send(self, body: str) -> None:
+    def _send(self, body: str, invisible: int | None) -> None:
         if not self._created:
             ensure_queue(self._client)
             self._created = True
-        self._client.send_message(body)
+        self._client.send_message(body, visibility_timeout=invisible)

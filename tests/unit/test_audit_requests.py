@@ -105,7 +105,7 @@ def test_an_audit_that_crashed_stops_blocking_once_its_lease_expires(service):
 
 def test_a_request_whose_message_cannot_be_sent_leaves_no_lease(service):
     class Failing(RecordingWorkQueue):
-        def send(self, message: Any) -> None:
+        def send(self, message: Any, *, delay: float = 0.0) -> None:
             raise Transient("queue down")
 
     failing = replace(service, requests=Failing())

@@ -28,6 +28,7 @@ from tests.fakes import (
     RecordingNotifier,
     RecordingWorkQueue,
 )
+from unprovision.engine import lease
 from unprovision.engine.core import Engine
 from unprovision.engine.inventory import GroupCache
 from unprovision.group.inprocess import GroupWork
@@ -404,6 +405,25 @@ def test_on_its_last_delivery_a_failing_flush_sends_itself_again_instead_of_pois
     assert flush.flush(hub, s.storm, s.ports(), last_delivery=True) == 0
     assert len(s.flush_messages()) == before + 1
     assert s.drain() == 50
+
+
+def test_a_flush_finding_the_set_held_while_steps_wait_looks_again_after_the_holders_lease_ttl() -> None:
+    s = Storms(size=150)
+    s.lost(150)
+    sent = len(s.queue.messages)
+    with lease.held(s.journal, coalesce.flush_lease_key(HUB), renew_in_background=False):
+        assert flush.flush(HUB, s.storm, s.ports(), last_delivery=False) == 0  # no failure to redeliver
+    assert s.queue.messages[sent:] == [coalesce.flush_message(HUB)]
+    assert s.queue.delays[sent:] == [lease.DEFAULT_TTL]
+    assert s.drain() == 50
+
+
+def test_a_flush_finding_the_set_held_with_nothing_waiting_sends_nothing() -> None:
+    s = Storms(size=10)
+    s.lost(10)
+    with lease.held(s.journal, coalesce.flush_lease_key(HUB), renew_in_background=False):
+        assert flush.flush(HUB, s.storm, s.ports(), last_delivery=False) == 0
+    assert s.queue.messages == []
 
 
 def test_a_job_that_reports_failed_devices_is_followed_by_bulk_calls_that_name_each() -> None:

@@ -3,8 +3,9 @@
 A flush message names only a hub (``{"flushHub": "<hub host name>"}``); what is applied is what the
 journal's storage holds in that hub's set, so a forged message can name no device of its own. The flush runs
 under the hub's flush lease (``wait=0``: a delivery that finds it held returns at once when no step waits,
-because the holder re-reads the set before it lets go, and fails to come back when steps wait, because the
-holder may be dead and its own message reappears only after the queue's invisibility). Each round claims
+because the holder re-reads the set before it lets go, and otherwise sends itself again to be delivered once
+the holder's lease would have expired, because the holder may be dead and its own message reappears only
+after the queue's invisibility). Each round claims
 every step that waits (and steps an earlier flush claimed and died holding: the lease makes this flush the
 only one; those whose events it had already finished are removed instead, see ``_drop_finished``), applies
 them — one import job per action at or above the job threshold, bulk calls paid from the hub's budget below
@@ -76,11 +77,14 @@ def flush(hub: str, storm: Storm, ports: Apply, *, last_delivery: bool) -> int:
         if not any(_ours(step, "") for step in storm.pending.entries(hub)):
             log.info("flush of %s: another delivery holds the hub's set", hub)
             return 0
-        # steps wait (or are claimed by that delivery) while it holds the set: come back, since its holder
-        # may have been killed and its own message reappears only after the queue's invisibility (10 min)
-        if not last_delivery:
-            raise
-        storm.queue.send(flush_message(hub))
+        # steps wait (or are claimed by the holder) while another delivery holds the set. Its holder may have
+        # been killed, and its own message reappears only after the queue's invisibility (10 min): look again
+        # once its lease would have expired. A delayed message, not a failure: failing would log an error
+        # and, at the host's 5 s visibilityTimeout, spin through the retries while a live holder gathers
+        # or waits for its job (seen in the storm benchmark).
+        storm.queue.send(flush_message(hub), delay=lease.DEFAULT_TTL)
+        log.info("flush of %s: another delivery holds the hub's set; looking again in %.0f s", hub,
+                 lease.DEFAULT_TTL)
         return 0
     except Transient as exc:
         if not last_delivery:
