@@ -151,6 +151,21 @@ class Storms:
             finished += flush.flush(hub, self.storm, self.ports(), last_delivery=last_delivery)
         return finished
 
+    def flush_runs_during_the_first_wait(self) -> list[float]:
+        """The engine's first wait for a flush (``settle_earlier``) delivers the flush messages sent so far,
+        as when the running flush ends or a killed one's message comes back meanwhile; the waits, in order."""
+        polls: list[float] = []
+
+        def sleep(seconds: float) -> None:
+            polls.append(seconds)
+            self.clock.advance(seconds)
+            if len(polls) == 1:
+                self.drain()
+
+        storm = Storm(**{**self.storm.__dict__, "sleep": sleep})
+        self.engine = Engine(**{**self.engine.__dict__, "storm": storm})
+        return polls
+
     def ports(self) -> coalesce.Apply:
         return coalesce.Apply(self.registries, self.journal, self.notifier)
 
@@ -252,16 +267,7 @@ def test_a_found_waits_for_a_flush_holding_the_lost_step_and_lands_after_it() ->
     entry = s.pending.get(HUB, "dev-0125")
     assert entry is not None
     s.pending.claim([entry], "flush-someone")  # a flush took the set and is running its job
-    polls: list[float] = []
-
-    def flush_finishes(seconds: float) -> None:  # the running flush ends while the found waits
-        polls.append(seconds)
-        s.clock.advance(seconds)
-        if len(polls) == 1:
-            s.drain()
-
-    storm = Storm(**{**s.storm.__dict__, "sleep": flush_finishes})
-    s.engine = Engine(**{**s.engine.__dict__, "storm": storm})
+    polls = s.flush_runs_during_the_first_wait()  # the running flush ends while the found waits
     found = s.engine.apply(s.event("fd-0125", "dev-0125", kind="found"))
     assert polls, "the found waited for the flush"
     assert found.status == EventStatus.COMPLETED
@@ -309,6 +315,18 @@ def kill_flush_before_it_removes_its_steps(s: Storms) -> None:
         s.drain()
 
 
+def found_after_a_flush_left_its_finished_steps() -> Storms:
+    """A storm's flush killed before it removed its finished steps; then a ``found`` re-enables dev-0140, and
+    a storm on other devices spends the hub's budget, so a later event's step on dev-0140 joins the set."""
+    s = Storms(size=150)
+    s.lost(150)
+    kill_flush_before_it_removes_its_steps(s)
+    s.clock.advance(60)
+    s.engine.apply(s.event("fd-0140", "dev-0140", kind="found"))
+    s.limiter.acquire(HUB, 200)
+    return s
+
+
 def test_a_found_after_a_flush_killed_before_removing_its_finished_steps_is_not_undone_by_the_next() -> None:
     s = Storms(size=150)
     s.lost(150)
@@ -324,12 +342,7 @@ def test_a_found_after_a_flush_killed_before_removing_its_finished_steps_is_not_
 
 
 def test_a_later_event_joining_where_a_killed_flush_left_a_finished_step_has_its_own_step_applied() -> None:
-    s = Storms(size=150)
-    s.lost(150)
-    kill_flush_before_it_removes_its_steps(s)
-    s.clock.advance(60)
-    s.engine.apply(s.event("fd-0140", "dev-0140", kind="found"))
-    s.limiter.acquire(HUB, 200)  # a storm on other devices spends the budget: the stolen joins the set
+    s = found_after_a_flush_left_its_finished_steps()
     assert s.engine.apply(s.event("st-0140", "dev-0140", kind="stolen")).status == EventStatus.IN_PROGRESS
     stored = s.pending.get(HUB, "dev-0140")
     assert stored is not None
@@ -342,12 +355,7 @@ def test_a_later_event_joining_where_a_killed_flush_left_a_finished_step_has_its
 
 
 def test_a_redelivered_event_whose_step_never_joined_joins_in_place_of_a_finished_events_step() -> None:
-    s = Storms(size=150)
-    s.lost(150)
-    kill_flush_before_it_removes_its_steps(s)
-    s.clock.advance(60)
-    s.engine.apply(s.event("fd-0140", "dev-0140", kind="found"))
-    s.limiter.acquire(HUB, 200)
+    s = found_after_a_flush_left_its_finished_steps()
     kill_next_call(s.pending, "add")  # killed after journaling the step as waiting, before it joined
     with pytest.raises(Killed):
         s.engine.apply(s.event("st-0140", "dev-0140", kind="stolen"))
@@ -368,16 +376,7 @@ def test_a_found_after_a_flush_recorded_a_lost_step_but_died_before_finishing_it
                 and s.hub_step(f"ev-{n:04d}").after.startswith("import job")]
     assert len(recorded) == 1
     device_id = recorded[0].replace("ev-", "dev-")
-    polls: list[float] = []
-
-    def flush_redelivered(seconds: float) -> None:  # the killed flush's message is back while the found waits
-        polls.append(seconds)
-        s.clock.advance(seconds)
-        if len(polls) == 1:
-            s.drain()
-
-    storm = Storm(**{**s.storm.__dict__, "sleep": flush_redelivered})
-    s.engine = Engine(**{**s.engine.__dict__, "storm": storm})
+    polls = s.flush_runs_during_the_first_wait()  # the killed flush's message is back while the found waits
     found = s.engine.apply(s.event("fd-1", device_id, kind="found"))
     assert polls, "the found waited for the flush holding the lost step"
     assert found.status == EventStatus.COMPLETED
