@@ -1,5 +1,5 @@
 """The ``PendingHubSteps`` contract over both stores (memory; Table storage on Azurite), flush requests
-included.
+included, and how a joining step treats another event's entry on the same device through each store.
 
 250 entries cross the Table store's 100-entity transaction chunks, so the all-or-nothing chunk and its
 one-by-one fallback are both exercised.
@@ -15,12 +15,17 @@ from typing import Any
 import pytest
 
 from devhost.azurite import AzuriteHandle
+from shared.adapters.journal_memory import InMemoryJournal
 from shared.adapters.pending_memory import InMemoryPendingHubSteps
 from shared.adapters.pending_tables import TablePendingHubSteps
 from shared.errors import UnprovisionError
-from shared.ports import PendingHubStep
+from shared.lifecycle import EventStatus
+from shared.ports import PendingHubStep, StepRecord
+from tests.fakes import RecordingWorkQueue
 from tests.integration.journal_contract import START, ManualClock
 from tests.support.azurite_fixtures import unique_prefix
+from unprovision.storm import coalesce
+from unprovision.throttle import InMemoryRateLimiter
 
 HUB = "hub-1.azure-devices.net"
 OTHER = "hub-2.azure-devices.net"
@@ -53,6 +58,33 @@ def test_add_round_trips_and_returns_the_existing_entry(pending: Any) -> None:
     assert again == added
     assert again.event_id == "ev-1"
     assert pending.get(HUB, "nobody") is None
+
+
+def journal_with(event_id: str, *, finished: bool) -> InMemoryJournal:
+    journal = InMemoryJournal()
+    journal.begin(event_id, event_type="lost", target="d1", source="tracker", correlation_id="c", plan={})
+    journal.record_step(event_id, StepRecord(2, "HubIdentityDisabled", "d1", "skipped", hub=HUB,
+                                             after=coalesce.PENDING_AFTER))
+    if finished:
+        journal.finish(event_id, EventStatus.COMPLETED)
+    return journal
+
+
+def test_a_step_joining_where_a_killed_flush_left_a_finished_events_entry_replaces_it(pending: Any) -> None:
+    left = pending.claim([pending.add(step("d1", "ev-1"))], "flush-killed")
+    storm = coalesce.Storm(pending=pending, queue=RecordingWorkQueue(), limiter=InMemoryRateLimiter())
+    joined = coalesce.join(storm, step("d1", "ev-2"), journal_with("ev-1", finished=True))
+    assert (joined.event_id, joined.claim) == ("ev-2", None)
+    assert pending.get(HUB, "d1") == joined
+    assert pending.remove(left) == 0  # the killed flush's entry is gone: its late remove changes nothing
+
+
+def test_a_step_joining_where_an_unfinished_events_entry_is_in_a_flush_waits(pending: Any) -> None:
+    pending.claim([pending.add(step("d1", "ev-1"))], "flush-running")
+    storm = coalesce.Storm(pending=pending, queue=RecordingWorkQueue(), limiter=InMemoryRateLimiter())
+    with pytest.raises(coalesce.EarlierStepInFlight):
+        coalesce.join(storm, step("d1", "ev-2"), journal_with("ev-1", finished=False))
+    assert pending.get(HUB, "d1").event_id == "ev-1"  # type: ignore[union-attr]
 
 
 def test_awkward_device_ids_round_trip_and_stay_distinct_by_case(pending: Any) -> None:
