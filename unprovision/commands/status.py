@@ -46,10 +46,18 @@ def run(args: argparse.Namespace, *, services: Any = None, out: TextIO | None = 
 def render(doc: dict[str, Any]) -> str:
     lines = [(f"{doc['eventId']}: {doc['status']} ({doc.get('type')} on {doc.get('target')}, "
              f"source {doc.get('source')}, updated {doc.get('updatedAt')})")]
-    lines += [f"  {s['index'] + 1}. {s['kind']} {s['target']} {s.get('hub') or ''} -> {s['outcome']}"
-              f"{' (' + s['error'] + ')' if s.get('error') else ''}" for s in doc.get("steps", [])]
+    lines += [_step_line(s) for s in doc.get("steps", [])]
     lines += [f"  group step {p['stepIndex'] + 1}: batches {p['batchesDone']}/{p['batchesExpected']}"
               for p in doc.get("groupProgress", [])]
     if doc.get("error"):
         lines.append(f"  error: {doc['error']}")
     return "\n".join(lines) + "\n"
+
+
+def _step_line(step: dict[str, Any]) -> str:
+    """One step; ``after`` says what it left (a device's status) or what applied it (a storm's ``import job
+    <id>`` or ``bulk call``), or, on a step waiting in its hub's pending set, that a flush will."""
+    hub = f" {step['hub']}" if step.get("hub") else ""
+    after = f" [{step['after']}]" if step.get("after") else ""
+    error = f" ({step['error']})" if step.get("error") else ""
+    return f"  {step['index'] + 1}. {step['kind']} {step['target']}{hub} -> {step['outcome']}{after}{error}"
