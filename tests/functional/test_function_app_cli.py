@@ -1,7 +1,8 @@
-"""``python -m unprovision apply | send | status`` against the emulator and Azurite (cli.main)."""
+"""``python -m unprovision apply | send | status | pending`` against the emulator and Azurite (cli.main)."""
 
 from __future__ import annotations
 
+import argparse
 import base64
 import json
 import uuid
@@ -12,9 +13,12 @@ import pytest
 from azure.storage.queue import QueueClient
 
 from shared.adapters.queues import QUEUE_API_VERSION
+from shared.ports import PendingHubStep
 from tests.functional.fleet import PAYLOADS, Fleet
 from tests.support.azurite_fixtures import unique_prefix
+from unprovision import wiring
 from unprovision.cli import main
+from unprovision.commands.apply import load_settings
 
 
 @pytest.fixture
@@ -54,6 +58,28 @@ def test_apply_then_status_show_the_completed_event(
     assert doc["status"] == "completed"
     assert [s["kind"] for s in doc["steps"]] == ["EnrollmentDisabled", "HubIdentityDisabled"]
     assert main(["status", "never-seen", "--emulator", str(env)]) == 4
+
+
+def test_pending_counts_the_steps_waiting_in_each_hubs_set(
+        env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    services = wiring.build_services(load_settings(argparse.Namespace(emulator=env, settings=None)))
+    storm = services.engine.storm
+    assert storm is not None  # the app's storage gives it a work queue: coalescing is on by default
+    hub = sorted(services.registries.hubs())[0]
+    storm.pending.add(PendingHubStep(hub=hub, device_id="meter-9", event_id="ev-9", step_index=1,
+                                     action="disable"))
+    assert main(["pending", "--emulator", str(env), "--json"]) == 0
+    sets = {s["hub"]: s for s in json.loads(capsys.readouterr().out)}
+    assert set(sets) == set(services.registries.hubs())
+    assert sets[hub] == {"hub": hub, "waiting": 1, "inFlush": 0, "settling": 0, "byAction": {"disable": 1}}
+    assert all(s["waiting"] == 0 for h, s in sets.items() if h != hub)
+
+
+def test_pending_says_when_coalescing_is_off(
+        env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("STORM_COALESCING", "false")
+    assert main(["pending", "--emulator", str(env)]) == 2
+    assert "storm coalescing is off" in capsys.readouterr().err
 
 
 def test_apply_group_event_purges_in_process_with_a_progress_bar(
