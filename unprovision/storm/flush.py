@@ -1,16 +1,16 @@
 """The work-queue side of storm coalescing: drain one hub's pending set.
 
-A flush message names only a hub (``{"flushHub": "<hub host name>"}``); what is applied is what the
-journal's storage holds in that hub's set, so a forged message can name no device of its own. The flush runs
-under the hub's flush lease (``wait=0``: a delivery that finds it held returns at once when no step waits,
-because the holder re-reads the set before it lets go, and otherwise sends itself again to be delivered once
-the holder's lease would have expired, because the holder may be dead and its own message reappears only
-after the queue's invisibility). Each round claims
-every step that waits (and steps an earlier flush claimed and died holding: the lease makes this flush the
-only one; those whose events it had already finished are removed instead, see ``_drop_finished``), applies
-them — one import job per action at or above the job threshold, bulk calls paid from the hub's budget below
-it — records each event's step and finishes it, then removes the steps. After letting the lease go it looks
-once more and sends a new message when steps wait, so a step that joined in the gap is never stranded.
+A flush message names only a hub (``{"flushHub": "<hub host name>"}``); what is applied is what the journal's
+storage holds in that hub's set, so a forged message can name no device of its own. The flush runs under the
+hub's flush lease (``wait=0``: a delivery that finds it held returns at once when no step waits, because the
+holder re-reads the set before it lets go, and otherwise sends itself again to be delivered once the holder's
+lease would have expired, because the holder may be dead and its own message reappears only after the queue's
+invisibility). Each round claims every step that waits (and steps an earlier flush claimed and died holding:
+the lease makes this flush the only one; those whose events it had already finished are removed instead, see
+``_drop_finished``), applies them — one import job per action at or above the job threshold, bulk calls paid
+from the hub's budget below it — records each event's step and finishes it, then removes the steps. After
+letting the lease go it looks once more and sends a new message when steps wait, so a step that joined in the
+gap is never stranded.
 """
 
 from __future__ import annotations
