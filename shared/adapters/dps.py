@@ -59,6 +59,7 @@ class DpsProvisioningService:
         if ca_bundle:
             # Per client, never via the process environment (docs/azure-behaviour.md §6).
             client._runtime_client.config.connection.verify = ca_bundle
+        client._runtime_client.config.keep_alive = True  # one TLS connection per thread, not per call (§6)
 
     @classmethod
     def from_connection_string(

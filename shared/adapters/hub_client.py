@@ -32,6 +32,7 @@ class HubClient:
         self._retrier = retrier or Retrier()
         if ca_bundle:
             manager.protocol.config.connection.verify = ca_bundle  # per client, no env mutation (§6)
+        manager.protocol.config.keep_alive = True  # one TLS connection per thread, not per call (§6)
 
     @property
     def protocol(self) -> Any:
