@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from shared.errors import Transient
-from shared.lifecycle import EventStatus
+from shared.lifecycle import EventStatus, is_finished
 from shared.plan import Step, StepOutcome, plan_from_dict
 from shared.ports import (
     DeviceRegistries,
@@ -125,13 +125,18 @@ def _add(storm: Storm, entry: PendingHubStep, journal: Journal) -> PendingHubSte
         stored = storm.pending.add(entry)
         if stored.event_id == entry.event_id:
             return stored
-        record = journal.get(stored.event_id)
-        if record is not None and record.status == EventStatus.IN_PROGRESS:
+        if not event_finished(journal, stored.event_id):
             # settle_earlier applied every earlier step of this device it could; this one is still in a flush
             raise EarlierStepInFlight(f"event {stored.event_id}'s hub step on {stored.device_id} is in a "
                                       "flush still running", retry_after=10.0)
         storm.pending.remove([stored])  # conditional: a flush removing it meanwhile is fine too
     raise EarlierStepInFlight(f"the set's entry for {entry.device_id} kept changing", retry_after=2.0)
+
+
+def event_finished(journal: Journal, event_id: str) -> bool:
+    """Whether the event of a set's entry is finished (or gone from the journal), so the entry is stale."""
+    record = journal.get(event_id)
+    return record is None or is_finished(record.status)
 
 
 def is_waiting(record: EventRecord | None, index: int) -> bool:

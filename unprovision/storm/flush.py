@@ -20,7 +20,6 @@ import uuid
 from typing import Any
 
 from shared.errors import FieldError, Rejected, Transient
-from shared.lifecycle import is_finished
 from shared.ports import PendingHubStep
 from unprovision.engine import lease
 from unprovision.group.jobs import ImportJobRunner
@@ -32,6 +31,7 @@ from unprovision.storm.coalesce import (
     REQUEST_STALE,
     Apply,
     Storm,
+    event_finished,
     flush_lease_key,
     flush_message,
 )
@@ -119,18 +119,14 @@ def _drain(hub: str, storm: Storm, ports: Apply, held: lease.Lease) -> int:
 def _drop_finished(hub: str, storm: Storm, ports: Apply) -> None:
     """Remove the steps an earlier flush claimed whose events are finished: it applied them and was killed
     before it removed them. Applied again now, one could undo a later event on its device (a ``found``
-    re-enabling it, which ``settle_earlier`` let through because the earlier event was finished). Only an
-    earlier flush's claims are read here, so this costs a journal read a step only after a killed flush."""
+    re-enabling it, which ``settle_earlier`` let through because the earlier event was finished). It reads
+    the set once more per delivery; only an earlier flush's claims are looked up in the journal, so journal
+    reads (one a step) come only after a killed flush."""
     stale = [s for s in storm.pending.entries(hub) if s.claim is not None and s.claim.startswith(FLUSH_CLAIM)
-             and _is_finished(ports, s.event_id)]
+             and event_finished(ports.journal, s.event_id)]
     if stale:
         removed = storm.pending.remove(stale)
         log.info("flush of %s: %s steps of finished events left by an earlier flush removed", hub, removed)
-
-
-def _is_finished(ports: Apply, event_id: str) -> bool:
-    record = ports.journal.get(event_id)
-    return record is None or is_finished(record.status)
 
 
 def _gather(hub: str, storm: Storm, held: lease.Lease, claim: str) -> list[PendingHubStep]:

@@ -109,7 +109,7 @@ def _by_bulk(steps: list[PendingHubStep], hub: Hub) -> dict[str, Applied]:
         for device_id, code in result.failed.items():
             absent = "DeviceNotFound" in code  # an absent identity cannot connect: the goal holds
             results[device_id] = Applied(StepOutcome.ALREADY_DONE, BULK_HOW) if absent else \
-                Applied(StepOutcome.FAILED, BULK_HOW, f"bulk call: {code}")
+                Applied(StepOutcome.FAILED, BULK_HOW, f"{BULK_HOW}: {code}")
     return results
 
 
